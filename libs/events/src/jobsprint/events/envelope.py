@@ -1,0 +1,74 @@
+"""The envelope every command and event travels in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_serializer, field_validator
+
+from jobsprint.events.registry import Payload
+
+T = TypeVar("T", bound=Payload)
+
+
+def utcnow() -> datetime:
+    """Now in UTC, truncated to milliseconds (the precision of every stored time)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Envelope(BaseModel, Generic[T]):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    execution_id: str
+    workspace_id: str
+    seq: int = Field(
+        default=0, ge=0, description="per-execution event number from 1; 0 for commands"
+    )
+    time: datetime = Field(default_factory=utcnow)
+    correlation_id: str
+    causation_id: str | None = None
+    data: SerializeAsAny[T]
+
+    @field_validator("time")
+    @classmethod
+    def _utc_millis(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("time must carry a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+    @field_serializer("time")
+    def _time_json(self, value: datetime) -> str:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: commands and events of one execution share a partition."""
+        return self.execution_id.encode()
+
+
+def make(
+    payload: T,
+    *,
+    execution_id: str,
+    workspace_id: str,
+    correlation_id: str,
+    seq: int = 0,
+    causation_id: str | None = None,
+    time: datetime | None = None,
+) -> Envelope[T]:
+    return Envelope[T](
+        type=payload.TYPE,
+        execution_id=execution_id,
+        workspace_id=workspace_id,
+        seq=seq,
+        time=time or utcnow(),
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        data=payload,
+    )

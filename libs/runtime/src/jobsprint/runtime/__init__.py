@@ -1,0 +1,1 @@
+"""Runtime pieces every Jobsprint service shares: settings base, Kafka, Postgres, logging."""

@@ -1,0 +1,1 @@
+"""Jobsprint executor service."""

@@ -1,0 +1,283 @@
+"""Runs one execution from wherever its state says it is, appending its events.
+
+Every state change is made together with the event that records it, with no await in
+between, so a snapshot taken at any await point matches the events emitted so far: a new
+owner resumes from the last committed snapshot and may run the step in flight again, but
+never shows anything twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from jobsprint.events import (
+    ErrorInfo,
+    ExecutionFailed,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    LogRecorded,
+    Payload,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    utcnow,
+)
+from jobsprint.executor import telemetry
+from jobsprint.executor.outbox import Outbox
+from jobsprint.executor.state import ExecutionState
+from jobsprint.executor.steps import StepEnvironment, run_step
+from jobsprint.workflows import (
+    RetryPolicy,
+    StepFailure,
+    TemplateError,
+    WorkflowDefinition,
+    build_context,
+    final_output,
+    next_step_index,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """The execution ended (failed); its terminal events are already emitted."""
+
+
+def _millis(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class ExecutionRunner:
+    def __init__(self, state: ExecutionState, outbox: Outbox, env: StepEnvironment) -> None:
+        self.state = state
+        self.outbox = outbox
+        self.env = env
+        self.definition = WorkflowDefinition.model_validate(state.workflow)
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def emit(self, payload: Payload) -> None:
+        if self.state.terminal:
+            # Cancelled while this coroutine was waiting: nothing may follow the cancellation.
+            raise asyncio.CancelledError
+        self.outbox.emit(self.state, payload)
+
+    def log(self, level: str, message: str, step_id: str | None = None, data: Any = None) -> None:
+        self.emit(LogRecorded(level=level, message=message, step_id=step_id, data=data))
+
+    def elapsed_ms(self) -> int:
+        started = self.state.started_at or self.state.requested_at
+        return max(0, int((utcnow() - started).total_seconds() * 1000))
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        state = self.state
+        if state.status == "pending":
+            state.status = "running"
+            state.started_at = utcnow()
+            state.step_index = self._first_index()
+            self.emit(ExecutionStarted())
+            self.log("info", "Starting workflow execution")
+            telemetry.EXECUTIONS_STARTED.inc()
+        assert state.started_at is not None
+        deadline = state.started_at + timedelta(seconds=state.timeout_s)
+        remaining = (deadline - utcnow()).total_seconds()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                await self._run_steps()
+        except TimeoutError:
+            self._fail(
+                ErrorInfo(
+                    code="timeout",
+                    message=f"execution exceeded its {state.timeout_s:g} s timeout",
+                    step_id=self._current_step_id(),
+                ),
+                step_timed_out=True,
+            )
+        except _Stop:
+            pass
+
+    def _first_index(self) -> int | None:
+        return 0 if self.definition.steps else None
+
+    def _current_step_id(self) -> str | None:
+        index = self.state.step_index
+        return self.definition.steps[index].id if index is not None else None
+
+    async def _run_steps(self) -> None:
+        state = self.state
+        from_index = (
+            self.definition.step_index(state.from_step) if state.from_step is not None else None
+        )
+        while state.step_index is not None:
+            index = state.step_index
+            if from_index is not None and index < from_index:
+                self._reuse(index)
+                continue
+            await self._run_one(index)
+        self._succeed()
+
+    def _context(self) -> dict[str, Any]:
+        state = self.state
+        return build_context(
+            state.input,
+            state.step_outputs,
+            {
+                "id": state.execution_id,
+                "workflowId": state.workflow_id,
+                "workflowName": state.workflow_name,
+                "workflowVersion": state.workflow_version,
+                "triggeredBy": state.triggered_by,
+                "startedAt": state.started_at.isoformat() if state.started_at else None,
+                "originalExecutionId": state.original_execution_id,
+            },
+        )
+
+    def _reuse(self, index: int) -> None:
+        """A retry skips steps before `from_step`, showing the original's outputs."""
+        state = self.state
+        step = self.definition.steps[index]
+        reused = state.reused.get(step.id)
+        if reused is None:  # it did not run in the original either (a condition jumped it)
+            state.step_index = next_step_index(self.definition, index, None)
+            return
+        output = reused.get("output")
+        condition = output.get("result") if isinstance(output, dict) else None
+        state.step_outputs[step.id] = output
+        state.last_output = output
+        state.step_index = next_step_index(
+            self.definition, index, bool(condition) if step.type == "condition" else None
+        )
+        self.emit(
+            StepStarted(
+                step_id=step.id,
+                step_name=step.name,
+                step_type=step.type,
+                position=index,
+                attempt=1,
+                input=reused.get("input"),
+            )
+        )
+        self.emit(
+            StepCompleted(
+                step_id=step.id,
+                output=output,
+                duration_ms=0,
+                reused_from=state.original_execution_id,
+            )
+        )
+
+    async def _run_one(self, index: int) -> None:
+        state = self.state
+        step = self.definition.steps[index]
+        policy = step.retry or RetryPolicy()
+        while True:
+            if state.step_attempt == 0 or state.step_started_at is None:
+                # not in flight: start the next attempt
+                state.step_attempt += 1
+                state.step_started_at = utcnow()
+                self.emit(
+                    StepStarted(
+                        step_id=step.id,
+                        step_name=step.name,
+                        step_type=step.type,
+                        position=index,
+                        attempt=state.step_attempt,
+                        input=step.params,
+                    )
+                )
+                self.log("info", f"Step {step.id} ({step.name}) started", step.id)
+            attempt = state.step_attempt
+            began = time.monotonic()
+            try:
+                runner = run_step(step, self._context(), self.env, state.step_started_at)
+                if step.timeout is not None:
+                    try:
+                        result = await asyncio.wait_for(runner, step.timeout)
+                    except TimeoutError:
+                        raise StepFailure(
+                            "step_timeout",
+                            f"step {step.id} exceeded its {step.timeout:g} s timeout",
+                            retryable=True,
+                        ) from None
+                else:
+                    result = await runner
+            except (StepFailure, TemplateError) as exc:
+                failure = (
+                    exc if isinstance(exc, StepFailure) else StepFailure("template_error", str(exc))
+                )
+                duration = _millis(time.monotonic() - began)
+                will_retry = failure.retryable and attempt < policy.maxAttempts
+                error = ErrorInfo(code=failure.code, message=failure.message, step_id=step.id)
+                state.step_started_at = None
+                self.emit(
+                    StepFailed(
+                        step_id=step.id,
+                        attempt=attempt,
+                        error=error,
+                        will_retry=will_retry,
+                        duration_ms=duration,
+                    )
+                )
+                self.log("error", f"Step {step.id} failed: {failure.message}", step.id)
+                telemetry.STEP_SECONDS.labels(step.type, "error").observe(duration / 1000)
+                if will_retry:
+                    await asyncio.sleep(policy.delay_before_attempt(attempt + 1))
+                    continue
+                self._fail(error)
+                raise _Stop from None
+            duration = _millis(time.monotonic() - began)
+            if result.log is not None:
+                level, message, data = result.log
+                self.log(level, message, step.id, data)
+            state.step_outputs[step.id] = result.output
+            state.last_output = result.output
+            state.step_index = next_step_index(self.definition, index, result.condition)
+            state.step_attempt = 0
+            state.step_started_at = None
+            self.emit(
+                StepCompleted(
+                    step_id=step.id, attempt=attempt, output=result.output, duration_ms=duration
+                )
+            )
+            self.log("info", f"Step {step.id} completed", step.id, {"durationMs": duration})
+            telemetry.STEP_SECONDS.labels(step.type, "success").observe(duration / 1000)
+            return
+
+    def _succeed(self) -> None:
+        state = self.state
+        try:
+            output = final_output(self.definition, self._context(), state.last_output)
+        except TemplateError as exc:
+            self._fail(ErrorInfo(code="template_error", message=f"output: {exc}"))
+            return
+        duration = self.elapsed_ms()
+        self.log("info", "Workflow execution completed successfully")
+        self.emit(ExecutionSucceeded(output=output, duration_ms=duration))
+        state.status = "success"
+        telemetry.EXECUTIONS_FINISHED.labels("success").inc()
+
+    def _fail(self, error: ErrorInfo, step_timed_out: bool = False) -> None:
+        state = self.state
+        if state.terminal:
+            return
+        if step_timed_out and state.step_started_at is not None and error.step_id:
+            self.emit(
+                StepFailed(
+                    step_id=error.step_id,
+                    attempt=state.step_attempt,
+                    error=error,
+                    will_retry=False,
+                    duration_ms=max(
+                        0, int((utcnow() - state.step_started_at).total_seconds() * 1000)
+                    ),
+                )
+            )
+        self.log("error", f"Workflow execution failed: {error.message}", error.step_id)
+        self.emit(ExecutionFailed(error=error, duration_ms=self.elapsed_ms()))
+        state.status = "error"
+        telemetry.EXECUTIONS_FINISHED.labels("error").inc()

@@ -1,0 +1,85 @@
+"""The state of one in-flight execution: what the executor needs to resume it elsewhere.
+
+It travels in the compacted executor-state topic, written in the same Kafka transaction as
+the events it summarises, and is removed (tombstone) when the execution ends."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from jobsprint.events import ExecuteWorkflow, RetryExecution
+
+
+@dataclass
+class ExecutionState:
+    execution_id: str
+    workspace_id: str
+    correlation_id: str
+    workflow_id: str
+    workflow_name: str
+    workflow_version: int
+    workflow: dict[str, Any]
+    input: Any
+    triggered_by: str
+    timeout_s: float
+    requested_at: datetime
+    original_execution_id: str | None = None
+    from_step: str | None = None
+    reused: dict[str, dict[str, Any]] = field(default_factory=dict)  # step_id -> ReusedStep
+    seq: int = 0  # last event seq emitted
+    status: str = "pending"  # pending | running | success | error | cancelled
+    started_at: datetime | None = None
+    step_index: int | None = None  # the step being run (None before the first / after end)
+    step_attempt: int = 0
+    step_started_at: datetime | None = None  # of the current attempt, to resume delays
+    step_outputs: dict[str, Any] = field(default_factory=dict)
+    last_output: Any = None
+    persisted: bool = False  # a snapshot exists in the state topic (needs a tombstone)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("success", "error", "cancelled")
+
+    @classmethod
+    def from_command(
+        cls,
+        command: ExecuteWorkflow | RetryExecution,
+        execution_id: str,
+        workspace_id: str,
+        correlation_id: str,
+    ) -> ExecutionState:
+        state = cls(
+            execution_id=execution_id,
+            workspace_id=workspace_id,
+            correlation_id=correlation_id,
+            workflow_id=command.workflow_id,
+            workflow_name=command.workflow_name,
+            workflow_version=command.workflow_version,
+            workflow=command.workflow,
+            input=command.input,
+            triggered_by="retry" if isinstance(command, RetryExecution) else command.triggered_by,
+            timeout_s=command.timeout_s,
+            requested_at=command.requested_at,
+        )
+        if isinstance(command, RetryExecution):
+            state.original_execution_id = command.original_execution_id
+            state.from_step = command.from_step
+            state.reused = {s.step_id: s.model_dump(mode="json") for s in command.reused_steps}
+        return state
+
+    def encode(self) -> bytes:
+        doc = asdict(self)
+        doc.pop("persisted")
+        return orjson.dumps(doc)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ExecutionState:
+        doc = orjson.loads(raw)
+        for name in ("requested_at", "started_at", "step_started_at"):
+            if doc.get(name):
+                doc[name] = datetime.fromisoformat(doc[name])
+        return cls(**doc, persisted=True)

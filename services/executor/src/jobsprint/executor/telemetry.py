@@ -1,0 +1,30 @@
+"""Prometheus series of the executor."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EXECUTIONS_STARTED = Counter(
+    "jobsprint_executions_started_total", "Executions this executor started"
+)
+EXECUTIONS_FINISHED = Counter(
+    "jobsprint_executions_finished_total", "Executions finished, by status", ["status"]
+)
+STEP_SECONDS = Histogram(
+    "jobsprint_step_duration_seconds",
+    "Step run time by step type and outcome",
+    ["step_type", "outcome"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+IN_FLIGHT = Gauge("jobsprint_executor_in_flight", "Executions running in this process")
+CONSUMER_LAG = Gauge(
+    "jobsprint_consumer_lag", "Records behind the end of the partition", ["consumer", "partition"]
+)
+DEAD_LETTERS = Counter(
+    "jobsprint_dead_letters_total", "Messages sent to the dead-letter topic", ["consumer"]
+)
+TRANSACTION_SECONDS = Histogram(
+    "jobsprint_executor_transaction_seconds",
+    "Time to commit one Kafka transaction of events",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)

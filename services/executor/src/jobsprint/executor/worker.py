@@ -1,0 +1,196 @@
+"""The executor process: one consumer in the executors' group. Partitions are the unit of
+parallelism; for each one it owns, it restores in-flight executions from the state topic and
+runs them with a transactional producer of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import httpx
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from jobsprint.executor import telemetry
+from jobsprint.executor.partition import PartitionWorker
+from jobsprint.executor.settings import ExecutorSettings
+from jobsprint.executor.state import ExecutionState
+from jobsprint.executor.steps import StepEnvironment
+from jobsprint.runtime.kafka import make_consumer, make_producer
+from jobsprint.workflows import parse_allow_list
+
+log = logging.getLogger(__name__)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Executor) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.worker.release([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.worker.acquire([tp.partition for tp in assigned])
+
+
+class Executor:
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.partitions: dict[int, PartitionWorker] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.stopping = asyncio.Event()
+        self.ready = False
+
+    @property
+    def env(self) -> StepEnvironment:
+        assert self.http is not None
+        return StepEnvironment(
+            http=self.http,
+            allow_list=parse_allow_list(self.settings.http_allow_list),
+            max_response_bytes=self.settings.http_max_response_bytes,
+        )
+
+    # -- partitions -------------------------------------------------------------------------
+
+    async def acquire(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            if partition in self.partitions:
+                continue
+            producer = make_producer(
+                self.settings.kafka_bootstrap,
+                client_id=f"executor-p{partition}",
+                transactional_id=self.settings.transactional_id(partition),
+            )
+            await producer.start()  # initialises the transactional id: fences a former owner
+            restored = await self._restore(partition)
+            worker = PartitionWorker(
+                partition,
+                self.topics,
+                self.settings.group_id,
+                producer,
+                self.env,
+                self.settings.executor_commit_interval_ms / 1000,
+            )
+            worker.start(restored)
+            self.partitions[partition] = worker
+            log.info(
+                "acquired partition %d, resumed %d executions",
+                partition,
+                len(restored),
+                extra={"partition": partition},
+            )
+
+    async def release(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            worker = self.partitions.pop(partition, None)
+            if worker is not None:
+                await worker.stop()
+                log.info("released partition %d", partition, extra={"partition": partition})
+
+    async def _restore(self, partition: int) -> list[ExecutionState]:
+        """Read the partition of the compacted state topic to its end: the last snapshot of
+        each execution that has not ended."""
+        tp = TopicPartition(self.topics.executor_state, partition)
+        reader = make_consumer(
+            self.settings.kafka_bootstrap, group_id=None, client_id=f"executor-restore-p{partition}"
+        )
+        await reader.start()
+        states: dict[bytes, ExecutionState] = {}
+        try:
+            reader.assign([tp])
+            end = (await reader.end_offsets([tp]))[tp]
+            await reader.seek_to_beginning(tp)
+            while await reader.position(tp) < end:
+                batch = await reader.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, []):
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        states.pop(record.key, None)
+                    else:
+                        states[record.key] = ExecutionState.decode(record.value)
+        finally:
+            await reader.stop()
+        return list(states.values())
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        settings = self.settings
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=30)
+        self.consumer = make_consumer(
+            settings.kafka_bootstrap,
+            group_id=settings.group_id,
+            client_id="executor",
+            max_poll_records=500,
+            fetch_max_wait_ms=20,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            rebalance_timeout_ms=30000,
+        )
+        self.consumer.subscribe([self.topics.commands], listener=_Rebalance(self))
+        await self.consumer.start()
+        self.ready = True
+        paused = False
+        lag_reported = 0.0
+        try:
+            while not self.stopping.is_set():
+                failed = next((w for w in self.partitions.values() if w.failed), None)
+                if failed is not None:
+                    raise RuntimeError(f"partition {failed.partition} failed") from failed.failed
+                in_flight = sum(w.in_flight for w in self.partitions.values())
+                if in_flight >= settings.executor_max_in_flight and not paused:
+                    self.consumer.pause(*self.consumer.assignment())
+                    paused = True
+                elif paused and in_flight < settings.executor_max_in_flight * 0.8:
+                    self.consumer.resume(*self.consumer.assignment())
+                    paused = False
+                batch = await self.consumer.getmany(timeout_ms=100)
+                for tp, records in batch.items():
+                    worker = self.partitions.get(tp.partition)
+                    if worker is None:
+                        # fetched before the partition was set up (or after it was revoked):
+                        # fetch it again rather than lose it
+                        if tp in self.consumer.assignment():
+                            self.consumer.seek(tp, records[0].offset)
+                        continue
+                    for record in records:
+                        worker.handle(record)
+                now = asyncio.get_running_loop().time()
+                if now - lag_reported > 1.0:
+                    lag_reported = now
+                    await self._report_lag()
+        finally:
+            await self.shutdown()
+
+    async def _report_lag(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            lag = max(0, highwater - position)
+            telemetry.CONSUMER_LAG.labels("executor", str(tp.partition)).set(lag)
+
+    async def shutdown(self) -> None:
+        """Stop taking work, let running steps finish within the grace period, commit, and
+        leave the group so the partitions move at once."""
+        self.ready = False
+        consumer = self.consumer
+        if consumer is not None:
+            consumer.pause(*consumer.assignment())
+        await asyncio.gather(
+            *(
+                w.drain_running(self.settings.executor_grace_seconds)
+                for w in self.partitions.values()
+            )
+        )
+        await self.release(list(self.partitions))
+        if consumer is not None:
+            await consumer.stop()
+        if self.http is not None:
+            await self.http.aclose()

@@ -1,0 +1,1 @@
+"""Jobsprint metrics service."""
