@@ -31,9 +31,11 @@ test-unit: install
 test-faults: install
 	$(RUN) pytest -m faults
 
+LINT_PATHS := libs services tests scripts $(wildcard bench)
+
 lint: install
-	$(RUN) ruff check libs services tests scripts bench
-	$(RUN) ruff format --check libs services tests scripts bench
+	$(RUN) ruff check $(LINT_PATHS)
+	$(RUN) ruff format --check $(LINT_PATHS)
 	$(RUN) mypy -p jobsprint.events -p jobsprint.runtime -p jobsprint.workflows
 
 format:

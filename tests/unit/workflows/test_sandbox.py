@@ -159,3 +159,24 @@ def test_deep_nesting_is_refused() -> None:
         render("{{ " + "[" * 200 + "]" * 200 + " }}", CTX)
     with pytest.raises(TemplateError):
         render("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", CTX)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ 'a\nb' | indent(2, first=true) }}", "  a\n  b"),
+        ("{{ 'a\nb' | indent('> ') }}", "a\n> b"),
+        ("{{ [1, 2, 3] | batch(2, 0) | list }}", [[1, 2], [3, 0]]),
+        ("{{ [1, 2, 3] | slice(2) | list }}", [[1, 2], [3]]),
+        ("{{ 'a b c' | wordwrap(1, wrapstring='|') }}", "a|b|c"),
+        ("{{ 'ab' | center(4) }}", " ab "),
+        ("{{ [1.5, 2] | sum }}", 3.5),
+        ("{{ input.items | sum(attribute='id') }}", 1),
+        ("{{ input.items | map(attribute='id') | join('-') }}", "1"),
+        ("{{ 'a-b' | replace('-', '+') }}", "a+b"),
+        ("{{ {'b': 1, 'a': [true]} | tojson }}", '{"b": 1, "a": [true]}'),
+        ("{{ {'a': 1} | tojson(2) }}", '{\n  "a": 1\n}'),
+    ],
+)
+def test_guarded_filters_keep_their_normal_behaviour(template: str, expected: Any) -> None:
+    assert render(template, CTX) == expected

@@ -282,3 +282,9 @@ def test_compiled_templates_are_cached(ctx: dict[str, Any]) -> None:
         assert render("{{ input.n + 100 }}", {**ctx, "input": {"n": n}}) == n + 100
     info = templates._compile_string_cached.cache_info()
     assert info.misses == 1 and info.hits == 49
+
+
+def test_long_template_strings_render_without_the_cache(ctx: dict[str, Any]) -> None:
+    text = "x" * 70_000
+    assert render(text + "{{ input.n }}", ctx) == text + "5"
+    assert render("{{ input.n }}" + " " * 70_000, ctx) == 5
