@@ -88,8 +88,13 @@ async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None
                 await admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 pass
-        described = await admin.describe_topics([topics.commands, topics.events])
-        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        # fresh topics may show no partitions until their metadata has propagated
+        for _ in range(50):
+            described = await admin.describe_topics([topics.commands, topics.events])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            if all(counts.get(name) for name in (topics.commands, topics.events)):
+                break
+            await asyncio.sleep(0.2)
         if counts.get(topics.commands) != counts.get(topics.events):
             raise RuntimeError(
                 f"{topics.commands} and {topics.events} must have the same partition count, "
