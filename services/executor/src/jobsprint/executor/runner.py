@@ -11,7 +11,10 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from jobsprint.events import (
     ErrorInfo,
@@ -42,6 +45,14 @@ from jobsprint.workflows import (
 log = logging.getLogger(__name__)
 
 
+@lru_cache(maxsize=1024)
+def _definition(
+    workspace_id: str, workflow_id: str, version: int, raw: bytes
+) -> WorkflowDefinition:
+    """Versions are immutable, so each is validated once per process, not per execution."""
+    return WorkflowDefinition.model_validate_json(raw)
+
+
 class _Stop(Exception):
     """The execution ended (failed); its terminal events are already emitted."""
 
@@ -55,7 +66,12 @@ class ExecutionRunner:
         self.state = state
         self.outbox = outbox
         self.env = env
-        self.definition = WorkflowDefinition.model_validate(state.workflow)
+        self.definition = _definition(
+            state.workspace_id,
+            state.workflow_id,
+            state.workflow_version,
+            orjson.dumps(state.workflow, option=orjson.OPT_SORT_KEYS),
+        )
 
     # -- emitting ---------------------------------------------------------------------------
 

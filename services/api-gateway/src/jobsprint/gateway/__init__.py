@@ -1,0 +1,1 @@
+"""Jobsprint API gateway service."""

@@ -1,0 +1,67 @@
+"""Accepting an execution (execute, webhook, retry): record the request, produce its
+command, and undo the record when Kafka does not take the command — nothing half-done."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jobsprint.events import TERMINAL_STATUSES, Command, make
+from jobsprint.gateway.adapters import Adapters
+from jobsprint.gateway.errors import Conflict
+from jobsprint.gateway.repository import ExecutionRequest
+from jobsprint.gateway.telemetry import EXECUTIONS_REQUESTED
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+async def submit(
+    adapters: Adapters,
+    request: ExecutionRequest,
+    command: Command,
+    idempotency_key: str | None,
+) -> tuple[ExecutionRequest, bool]:
+    """(the accepted request, True) — or (the earlier request, False) when the idempotency
+    key was already used for the same request in the last 24 h."""
+    stored, created = await adapters.repository.claim_request(request, idempotency_key)
+    if not created:
+        if not stored.same_request(request):
+            raise Conflict(
+                "this Idempotency-Key was already used for a different request",
+                {"executionId": stored.id},
+            )
+        return stored, False
+    envelope = make(
+        command,
+        execution_id=request.id,
+        workspace_id=request.workspace_id,
+        correlation_id=request.id,
+    )
+    try:
+        await adapters.commands.send(envelope)
+    except Exception:
+        await adapters.repository.delete_request(request.id)
+        raise
+    EXECUTIONS_REQUESTED.labels(request.triggered_by).inc()
+    try:
+        await adapters.repository.mark_published(request.id)
+    except Exception:  # the command is out: the execution is accepted whatever happens here
+        log.warning("could not mark %s published", request.id, exc_info=True)
+    return request, True
+
+
+def terminal_check(
+    adapters: Adapters, workspace_id: str, execution_id: str
+) -> Callable[[], Awaitable[Row | None]]:
+    """A waiter check: the execution's read-model row once its status is terminal."""
+
+    async def check() -> Row | None:
+        row = await adapters.repository.execution(workspace_id, execution_id)
+        if row is not None and row["status"] in TERMINAL_STATUSES:
+            return row
+        return None
+
+    return check

@@ -1,0 +1,1 @@
+"""HTTP routes: health, workflows, executions, webhooks."""

@@ -1,0 +1,179 @@
+"""Workflows: CRUD (every PUT stores a new version) and `execute`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from jobsprint.events import ExecuteWorkflow, utcnow
+from jobsprint.events.ids import new_execution_id, new_workflow_id
+from jobsprint.gateway.auth import require
+from jobsprint.gateway.definitions import validated_definition
+from jobsprint.gateway.errors import NotFound
+from jobsprint.gateway.filters import WORKFLOWS_FINGERPRINT
+from jobsprint.gateway.intake import submit, terminal_check
+from jobsprint.gateway.pagination import make_page, page_request
+from jobsprint.gateway.repository import ExecutionRequest
+from jobsprint.gateway.routes.common import (
+    gateway,
+    idempotency_key,
+    json_body,
+    model_body,
+    ok,
+)
+from jobsprint.gateway.schemas import ExecuteRequest
+from jobsprint.gateway.shaping import accepted, completed, workflow_item
+from jobsprint.gateway.tokens import READ, WORKFLOWS, WRITE, Principal, new_hook_token
+
+router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
+
+WorkflowReader = Annotated[Principal, Depends(require(READ, WORKFLOWS))]
+WorkflowWriter = Annotated[Principal, Depends(require(WORKFLOWS))]
+Executor = Annotated[Principal, Depends(require(WRITE))]
+
+
+def _not_found(workflow_id: str) -> NotFound:
+    return NotFound(f"workflow {workflow_id} not found")
+
+
+@router.post("", status_code=201, summary="Create a workflow (version 1)")
+async def create_workflow(request: Request, principal: WorkflowWriter) -> Response:
+    state = gateway(request)
+    definition = validated_definition(await json_body(request))
+    is_hook = definition["trigger"]["type"] == "webhook"
+    row = await state.adapters.repository.create_workflow(
+        workflow_id=new_workflow_id(),
+        workspace_id=principal.workspace_id,
+        definition=definition,
+        hook_token=new_hook_token() if is_hook else None,
+        now=utcnow(),
+    )
+    return ok(
+        workflow_item(row, state.settings.public_base),
+        status=201,
+        headers={"Location": f"{state.settings.public_base}/v1/workflows/{row['id']}"},
+    )
+
+
+@router.get("", summary="List workflows, newest first")
+async def list_workflows(
+    request: Request,
+    principal: WorkflowReader,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+    before: str | None = None,
+) -> Response:
+    state = gateway(request)
+    page = page_request(
+        limit=limit,
+        after=after,
+        before=before,
+        fingerprint=WORKFLOWS_FINGERPRINT,
+        id_prefix="wf",
+    )
+    rows = await state.adapters.repository.list_workflows(principal.workspace_id, page)
+    result = make_page(rows, page, lambda row: str(row["id"]))
+    public = state.settings.public_base
+    return ok([workflow_item(row, public) for row in result.items], pagination=result.pagination())
+
+
+@router.get("/{workflow_id}", summary="A workflow with its current version")
+async def get_workflow(request: Request, workflow_id: str, principal: WorkflowReader) -> Response:
+    state = gateway(request)
+    row = await state.adapters.repository.workflow(principal.workspace_id, workflow_id)
+    if row is None:
+        raise _not_found(workflow_id)
+    return ok(workflow_item(row, state.settings.public_base))
+
+
+@router.put("/{workflow_id}", summary="Replace the definition (stored as a new version)")
+async def update_workflow(
+    request: Request, workflow_id: str, principal: WorkflowWriter
+) -> Response:
+    state = gateway(request)
+    definition = validated_definition(await json_body(request))
+    row = await state.adapters.repository.update_workflow(
+        workspace_id=principal.workspace_id,
+        workflow_id=workflow_id,
+        definition=definition,
+        new_hook_token=new_hook_token(),
+        now=utcnow(),
+    )
+    if row is None:
+        raise _not_found(workflow_id)
+    return ok(workflow_item(row, state.settings.public_base))
+
+
+@router.delete("/{workflow_id}", summary="Delete a workflow (its executions stay)")
+async def delete_workflow(
+    request: Request, workflow_id: str, principal: WorkflowWriter
+) -> Response:
+    state = gateway(request)
+    deleted = await state.adapters.repository.delete_workflow(
+        principal.workspace_id, workflow_id, utcnow()
+    )
+    if not deleted:
+        raise _not_found(workflow_id)
+    return ok({"id": workflow_id, "deleted": True})
+
+
+@router.post(
+    "/{workflow_id}/execute",
+    summary="Run the workflow's current version",
+    description=(
+        "Answers 202 at once, or with `options.waitForCompletion` 200 with the result once "
+        "the execution finishes (bounded by `options.timeout` and the server's max wait; "
+        "202 when the bound passes first). An `Idempotency-Key` header (up to 200 "
+        "characters) makes retries of the same request within 24 h return the same "
+        "execution."
+    ),
+)
+async def execute_workflow(request: Request, workflow_id: str, principal: Executor) -> Response:
+    state = gateway(request)
+    adapters = state.adapters
+    body = await model_body(request, ExecuteRequest)
+    options = body.effective_options
+    key = idempotency_key(request)
+    workflow = await adapters.repository.workflow(principal.workspace_id, workflow_id)
+    if workflow is None:
+        raise _not_found(workflow_id)
+    requested_at = utcnow()
+    input_data = body.inputData if body.inputData is not None else {}
+    execution = ExecutionRequest(
+        id=new_execution_id(),
+        workspace_id=principal.workspace_id,
+        workflow_id=workflow_id,
+        workflow_name=workflow["name"],
+        workflow_version=workflow["current_version"],
+        triggered_by="api",
+        input=input_data,
+        requested_at=requested_at,
+    )
+    command = ExecuteWorkflow(
+        workflow_id=workflow_id,
+        workflow_name=workflow["name"],
+        workflow_version=workflow["current_version"],
+        workflow=workflow["definition"],
+        input=input_data,
+        triggered_by="api",
+        timeout_s=float(options.timeout),
+        requested_at=requested_at,
+    )
+    stored, created = await submit(adapters, execution, command, key)
+    headers = {"Location": f"{state.settings.public_base}/v1/executions/{stored.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    if options.waitForCompletion:
+        bound = min(float(options.timeout), state.settings.max_wait_s)
+        row = await adapters.waiters.wait_for(
+            stored.id, terminal_check(adapters, principal.workspace_id, stored.id), bound
+        )
+        if row is not None:
+            return ok(completed(row), headers=headers)
+    return ok(
+        accepted(stored.id, stored.requested_at, state.settings.public_base),
+        status=202,
+        headers=headers,
+    )

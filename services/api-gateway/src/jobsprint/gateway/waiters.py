@@ -1,0 +1,100 @@
+"""Waiting for executions to change, without polling hard: ONE dedicated connection
+LISTENs on `jobsprint_executions` (the projector notifies `<execution_id> <status>` after
+committing a terminal status, `<execution_id> deleted` after a deletion) and wakes the
+requests waiting on that execution. A waiter re-checks the table right after registering,
+so a notification that came before it registered is never lost, and re-checks every
+`poll_s` anyway, so a lost connection only slows it down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "jobsprint_executions"
+T = TypeVar("T")
+
+
+class ExecutionWaiters:
+    def __init__(self, conninfo: str, *, poll_s: float = 1.0, reconnect_s: float = 1.0) -> None:
+        self.conninfo = conninfo
+        self.poll_s = poll_s
+        self.reconnect_s = reconnect_s
+        self._waiting: defaultdict[str, set[asyncio.Future[str]]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="execution-notifications")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    self._wake_all("listening")  # whatever happened while we were away
+                    async for notify in conn.notifies():
+                        self._dispatch(notify.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN %s lost (%s); reconnecting", CHANNEL, exc)
+            self.listening.clear()
+            await asyncio.sleep(self.reconnect_s)
+
+    def _dispatch(self, payload: str) -> None:
+        execution_id, _, status = payload.partition(" ")
+        for future in self._waiting.get(execution_id, ()):
+            if not future.done():
+                future.set_result(status)
+
+    def _wake_all(self, why: str) -> None:
+        for futures in self._waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(why)
+
+    async def wait_for(
+        self,
+        execution_id: str,
+        check: Callable[[], Awaitable[T | None]],
+        timeout_s: float,
+    ) -> T | None:
+        """Run `check` until it returns something (then return it), re-running it on every
+        notification about `execution_id` and at least every `poll_s`; None when
+        `timeout_s` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            future: asyncio.Future[str] = loop.create_future()
+            self._waiting[execution_id].add(future)
+            try:
+                result = await check()  # after registering: no wake-up can slip through
+                if result is not None:
+                    return result
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                await asyncio.wait({future}, timeout=min(self.poll_s, remaining))
+            finally:
+                waiting = self._waiting.get(execution_id)
+                if waiting is not None:
+                    waiting.discard(future)
+                    if not waiting:
+                        del self._waiting[execution_id]

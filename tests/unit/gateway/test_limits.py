@@ -1,0 +1,130 @@
+"""JSON depth, the token-bucket rate limiter and the body-size middleware (no server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from jobsprint.gateway.errors import InvalidJson, RateLimited
+from jobsprint.gateway.limits import (
+    BodyLimitMiddleware,
+    RateLimiter,
+    json_depth_exceeds,
+    parse_json,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def nested(depth: int) -> Any:
+    doc: Any = 1
+    for i in range(depth):
+        doc = {"k": doc} if i % 2 else [doc]
+    return doc
+
+
+def test_depth_counts_containers() -> None:
+    assert not json_depth_exceeds(1)
+    assert not json_depth_exceeds({})
+    assert not json_depth_exceeds(nested(32))
+    assert json_depth_exceeds(nested(33))
+    assert not json_depth_exceeds({"a": [1, {"b": 2}], "c": nested(31)})
+    assert json_depth_exceeds([1, 2, {"a": nested(32)}])
+
+
+def test_parse_json_refuses_deep_and_broken_documents() -> None:
+    assert parse_json(b"") is None
+    assert parse_json(b'{"a": [1]}') == {"a": [1]}
+    assert parse_json(orjson.dumps(nested(32))) == nested(32)
+    with pytest.raises(InvalidJson, match="deeper than 32"):
+        parse_json(orjson.dumps(nested(33)))
+    with pytest.raises(InvalidJson, match="deeper than 32"):
+        parse_json(b"[" * 5000 + b"]" * 5000)  # past the parser's own recursion limit
+    with pytest.raises(InvalidJson, match="not valid JSON"):
+        parse_json(b'{"a": ')
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_bucket_allows_a_burst_then_the_sustained_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=2, burst=3, clock=clock)
+    assert [limiter.wait_time("t") for _ in range(3)] == [0, 0, 0]
+    assert limiter.wait_time("t") == pytest.approx(0.5)
+    with pytest.raises(RateLimited) as refused:
+        limiter.check("t")
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert refused.value.status == 429
+    assert limiter.wait_time("other") == 0  # buckets are per key
+    clock.now += 0.5
+    assert limiter.wait_time("t") == 0
+    assert limiter.wait_time("t") > 0
+    clock.now += 60  # refills up to the burst, not beyond
+    assert [limiter.wait_time("t") for _ in range(4)][-1] > 0
+
+
+def test_the_limiter_forgets_full_buckets_when_it_has_too_many() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=1, burst=1, clock=clock, max_keys=10)
+    for i in range(10):
+        limiter.wait_time(f"k{i}")
+    clock.now += 5
+    assert limiter.wait_time("new") == 0
+    assert len(limiter._buckets) == 1
+
+
+async def run_middleware(
+    chunks: list[bytes], headers: list[tuple[bytes, bytes]], limit: int
+) -> tuple[list[dict[str, Any]], bytes | None]:
+    """(messages sent, body the app saw or None when it was not called)."""
+    seen: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        seen.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    queue = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "headers": headers}
+    await BodyLimitMiddleware(app, limit)(scope, receive, send)
+    return sent, seen[0] if seen else None
+
+
+async def test_a_declared_oversized_body_is_refused_before_reading() -> None:
+    sent, body = await run_middleware([b"x" * 10], [(b"content-length", b"5000")], 100)
+    assert body is None
+    assert sent[0]["status"] == 413
+    assert orjson.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
+
+
+async def test_an_undeclared_oversized_body_is_refused_while_counting() -> None:
+    sent, body = await run_middleware([b"x" * 60, b"x" * 60], [], 100)
+    assert body is None
+    assert sent[0]["status"] == 413
+
+
+async def test_a_body_within_the_limit_reaches_the_app_whole() -> None:
+    sent, body = await run_middleware([b"x" * 50, b"y" * 50], [], 100)
+    assert body == b"x" * 50 + b"y" * 50
+    assert sent[0]["status"] == 200
