@@ -356,14 +356,14 @@ def services() -> list[Service]:
         Service("metrics", [py, "-m", "jobsprint.metrics"], 8090),
         Service("projector", [py, "-m", "jobsprint.projector"], 8091),
         *[
-            Service(f"executor-{i}", [py, "-m", "jobsprint.executor"], None)
+            Service(f"executor-{i}", [py, "-m", "jobsprint.executor"], 8091 + i)
             for i in range(1, EXECUTORS + 1)
         ],
         Service("api-gateway", [py, "-m", "jobsprint.gateway"], 8080),
     ]
     import importlib.util
 
-    return [s for s in found if importlib.util.find_spec(s.argv[2]) is not None]
+    return [s for s in found if importlib.util.find_spec(f"{s.argv[2]}.__main__") is not None]
 
 
 def service_env() -> dict[str, str]:
@@ -375,13 +375,13 @@ def service_env() -> dict[str, str]:
 
 
 def services_up() -> None:
-    for index, service in enumerate(services()):
+    for service in services():
         if read_pid(service.name):
             say(f"{service.name:<9} already running")
             continue
         env = service_env()
         if service.name.startswith("executor-"):
-            env["JOBSPRINT_EXECUTOR_HTTP_PORT"] = str(8091 + index)
+            env["JOBSPRINT_EXECUTOR_HTTP_PORT"] = str(8091 + int(service.name.split("-")[1]))
         spawn(service.name, service.argv, env)
         if service.port:
             wait_port(service.port, service.name, 60, LOGS / f"{service.name}.log")
