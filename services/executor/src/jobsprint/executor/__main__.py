@@ -23,10 +23,14 @@ async def serve(settings: ExecutorSettings) -> None:
     executor = Executor(settings)
 
     async def ready() -> str | None:
-        if not executor.ready:
+        consumer = executor.consumer
+        if not executor.ready or consumer is None:
             return "not consuming yet"
-        if executor.consumer is not None and not executor.consumer.assignment():
-            return None  # a member without partitions is healthy (more replicas than partitions)
+        try:
+            await asyncio.wait_for(consumer.topics(), 2)  # a metadata round trip to Kafka
+        except Exception as exc:
+            return f"kafka: {type(exc).__name__}"
+        # a member without partitions is ready too: more replicas than partitions is legal
         return None
 
     ops = await serve_ops(settings.executor_http_host, settings.executor_http_port, ready)
