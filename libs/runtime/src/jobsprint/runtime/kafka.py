@@ -59,20 +59,24 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **options)
 
 
-async def ensure_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: Topics, partitions: int, replication: int = 1
+) -> None:
     """Create the commands, events, dead-letter and executor-state topics when missing,
-    and check that commands and events are co-partitioned."""
+    and check that commands and events are co-partitioned. The events topic is the source
+    of truth, so it (and the dead letters) keep everything: retention is infinite."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="jobsprint-admin")
     await admin.start()
+    forever = {"retention.ms": "-1", "retention.bytes": "-1"}
     try:
         wanted = [
-            NewTopic(topics.commands, partitions, 1),
-            NewTopic(topics.events, partitions, 1),
-            NewTopic(topics.dead_letter, 1, 1),
+            NewTopic(topics.commands, partitions, replication),
+            NewTopic(topics.events, partitions, replication, topic_configs=forever),
+            NewTopic(topics.dead_letter, 1, replication, topic_configs=forever),
             NewTopic(
                 topics.executor_state,
                 partitions,
-                1,
+                replication,
                 topic_configs={
                     "cleanup.policy": "compact",
                     "segment.ms": "60000",
