@@ -33,7 +33,7 @@ WITH_WAIT: dict[str, Any] = {
 
 
 async def submit(api: httpx.AsyncClient, workflow_id: str, count: int, ids: list[str]) -> None:
-    for i in range(count):
+    for _ in range(count):
         response = await execute(api, workflow_id, {"inputData": {"i": len(ids)}})
         assert response.status_code == 202, response.text
         ids.append(response.json()["data"]["executionId"])

@@ -233,7 +233,6 @@ async def test_a_finished_execution_is_counted_within_two_seconds(
                 await asyncio.sleep(0.02)
             seen.append(time.monotonic() - produced)
             assert started <= utcnow()
-        print("visible after", seen)
         assert max(seen) < 2.0, seen
 
         # the sql command while the service owns the folder: it asks the service instead
