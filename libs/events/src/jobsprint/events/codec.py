@@ -12,7 +12,6 @@ from jobsprint.events.envelope import Envelope
 from jobsprint.events.registry import Payload, payload_class
 from jobsprint.events.upcasters import upcast
 
-
 _ANY_ENVELOPE = Envelope[Payload]  # parametrised once: building it per call costs ~40 %
 
 
