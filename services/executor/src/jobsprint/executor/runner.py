@@ -32,6 +32,7 @@ from jobsprint.executor import telemetry
 from jobsprint.executor.outbox import Outbox
 from jobsprint.executor.state import ExecutionState
 from jobsprint.executor.steps import StepEnvironment, run_step
+from jobsprint.executor.untrusted import clean_message, clean_value
 from jobsprint.workflows import (
     RetryPolicy,
     StepFailure,
@@ -82,7 +83,11 @@ class ExecutionRunner:
         self.outbox.emit(self.state, payload)
 
     def log(self, level: str, message: str, step_id: str | None = None, data: Any = None) -> None:
-        self.emit(LogRecorded(level=level, message=message, step_id=step_id, data=data))
+        if data is not None:
+            data = clean_value(data)
+        self.emit(
+            LogRecorded(level=level, message=clean_message(message), step_id=step_id, data=data)
+        )
 
     def elapsed_ms(self) -> int:
         started = self.state.started_at or self.state.requested_at
@@ -228,7 +233,9 @@ class ExecutionRunner:
                 )
                 duration = _millis(time.monotonic() - began)
                 will_retry = failure.retryable and attempt < policy.maxAttempts
-                error = ErrorInfo(code=failure.code, message=failure.message, step_id=step.id)
+                error = ErrorInfo(
+                    code=failure.code, message=clean_message(failure.message), step_id=step.id
+                )
                 state.step_started_at = None
                 self.emit(
                     StepFailed(
@@ -250,15 +257,14 @@ class ExecutionRunner:
             if result.log is not None:
                 level, message, data = result.log
                 self.log(level, message, step.id, data)
-            state.step_outputs[step.id] = result.output
-            state.last_output = result.output
+            output = clean_value(result.output)  # what later steps see is what is stored
+            state.step_outputs[step.id] = output
+            state.last_output = output
             state.step_index = next_step_index(self.definition, index, result.condition)
             state.step_attempt = 0
             state.step_started_at = None
             self.emit(
-                StepCompleted(
-                    step_id=step.id, attempt=attempt, output=result.output, duration_ms=duration
-                )
+                StepCompleted(step_id=step.id, attempt=attempt, output=output, duration_ms=duration)
             )
             self.log("info", f"Step {step.id} completed", step.id, {"durationMs": duration})
             telemetry.STEP_SECONDS.labels(step.type, "success").observe(duration / 1000)
@@ -267,9 +273,9 @@ class ExecutionRunner:
     def _succeed(self) -> None:
         state = self.state
         try:
-            output = final_output(self.definition, self._context(), state.last_output)
+            output = clean_value(final_output(self.definition, self._context(), state.last_output))
         except TemplateError as exc:
-            self._fail(ErrorInfo(code="template_error", message=f"output: {exc}"))
+            self._fail(ErrorInfo(code="template_error", message=clean_message(f"output: {exc}")))
             return
         duration = self.elapsed_ms()
         self.log("info", "Workflow execution completed successfully")
