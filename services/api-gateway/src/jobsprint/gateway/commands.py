@@ -93,7 +93,23 @@ class CommandBus:
             raise
         except Exception as exc:
             log.warning("producing %s failed: %s", envelope.type, exc)
+            self._replace(producer, exc)
             raise Unavailable("the command queue (Kafka) is unavailable; retry later") from exc
+
+    def _replace(self, broken: AIOKafkaProducer, exc: Exception) -> None:
+        """A failed send can leave the idempotent producer unusable for good (after a broker
+        restart its sequence numbers no longer match): start a fresh one in the background."""
+        if self._producer is not broken:
+            return  # another request already replaced it
+        self._producer = None
+        self._last_error = f"Kafka producer failed: {exc or type(exc).__name__}"
+
+        async def reconnect() -> None:
+            with contextlib.suppress(Exception):
+                await broken.stop()
+            await self._connect()
+
+        self._connecting = asyncio.create_task(reconnect(), name="kafka-producer-reconnect")
 
     async def close(self) -> None:
         if self._connecting is not None:

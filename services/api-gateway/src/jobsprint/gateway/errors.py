@@ -158,6 +158,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, (PoolTimeout, psycopg.OperationalError)):
             log.warning("database unavailable: %s", exc)
             return Unavailable("the database is unavailable; retry later")
+        if isinstance(exc, psycopg.DataError):
+            # the value itself cannot be stored or compared (e.g. a NUL character)
+            return InvalidRequest(f"a value in the request cannot be stored: {exc}")
         log.error("unhandled error", exc_info=exc)
         return GatewayError("internal error")
 
@@ -169,6 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, handle)
     app.add_exception_handler(PoolTimeout, handle)
     app.add_exception_handler(psycopg.OperationalError, handle)
+    app.add_exception_handler(psycopg.DataError, handle)
     app.add_exception_handler(Exception, handle)
 
 

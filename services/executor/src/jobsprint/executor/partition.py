@@ -23,7 +23,7 @@ from jobsprint.events import (
     decode,
 )
 from jobsprint.executor import telemetry
-from jobsprint.executor.outbox import Outbox
+from jobsprint.executor.outbox import Drained, Outbox
 from jobsprint.executor.runner import ExecutionRunner
 from jobsprint.executor.state import ExecutionState
 from jobsprint.executor.steps import StepEnvironment
@@ -200,26 +200,34 @@ class PartitionWorker:
 
     async def flush(self) -> None:
         async with self._flush_lock:
+            if self.failed is not None:
+                # a lost batch must never be followed by later events: stop instead
+                raise RuntimeError(f"partition {self.partition} failed earlier")
             drained = self.outbox.drain()
             if drained.empty:
                 return
             began = time.monotonic()
-            producer, p = self.producer, self.partition
-            async with producer.transaction():
-                for key, value in drained.events:
-                    await producer.send(self.topics.events, value, key=key, partition=p)
-                for key, state_value in drained.states:
-                    await producer.send(
-                        self.topics.executor_state, state_value, key=key, partition=p
-                    )
-                for dl_key, letter in drained.dead_letters:
-                    await producer.send(self.topics.dead_letter, letter, key=dl_key)
-                if drained.command_offset is not None:
-                    await producer.send_offsets_to_transaction(
-                        {TopicPartition(self.topics.commands, p): drained.command_offset},
-                        self.group_id,
-                    )
+            try:
+                await self._commit(drained)
+            except BaseException as exc:
+                self.failed = exc
+                raise
             telemetry.TRANSACTION_SECONDS.observe(time.monotonic() - began)
+
+    async def _commit(self, drained: Drained) -> None:
+        producer, p = self.producer, self.partition
+        async with producer.transaction():
+            for key, value in drained.events:
+                await producer.send(self.topics.events, value, key=key, partition=p)
+            for key, state_value in drained.states:
+                await producer.send(self.topics.executor_state, state_value, key=key, partition=p)
+            for dl_key, letter in drained.dead_letters:
+                await producer.send(self.topics.dead_letter, letter, key=dl_key)
+            if drained.command_offset is not None:
+                await producer.send_offsets_to_transaction(
+                    {TopicPartition(self.topics.commands, p): drained.command_offset},
+                    self.group_id,
+                )
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -237,7 +245,10 @@ class PartitionWorker:
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=5)
         if self._committer is not None:
-            self._committer.cancel()
+            # Taking the flush lock first: cancelling the committer inside an open
+            # transaction would abort that batch and let later events commit without it.
+            async with self._flush_lock:
+                self._committer.cancel()
             try:
                 await self._committer
             except asyncio.CancelledError:

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from jobsprint.runtime.telemetry import CONSUMER_LAG, DEAD_LETTERS
+
+__all__ = [
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "EXECUTIONS_FINISHED",
+    "EXECUTIONS_STARTED",
+    "IN_FLIGHT",
+    "STEP_SECONDS",
+    "TRANSACTION_SECONDS",
+]
+
 EXECUTIONS_STARTED = Counter(
     "jobsprint_executions_started_total", "Executions this executor started"
 )
@@ -17,12 +29,6 @@ STEP_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
 )
 IN_FLIGHT = Gauge("jobsprint_executor_in_flight", "Executions running in this process")
-CONSUMER_LAG = Gauge(
-    "jobsprint_consumer_lag", "Records behind the end of the partition", ["consumer", "partition"]
-)
-DEAD_LETTERS = Counter(
-    "jobsprint_dead_letters_total", "Messages sent to the dead-letter topic", ["consumer"]
-)
 TRANSACTION_SECONDS = Histogram(
     "jobsprint_executor_transaction_seconds",
     "Time to commit one Kafka transaction of events",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
+
+from jobsprint.runtime.telemetry import CONSUMER_LAG, DEAD_LETTERS
 
 CONSUMER = "projector"
 
@@ -21,15 +23,6 @@ EVENTS = Counter(
     "Events read from the events topic and folded (applied or recognised as redelivered).",
     ["type"],
 )
-DEAD_LETTERS = Counter(
-    "jobsprint_dead_letters_total",
-    "Records a consumer sent to the dead-letter topic.",
-    ["consumer"],
-)
-CONSUMER_LAG = Gauge(
-    "jobsprint_consumer_lag",
-    "Records of a partition not yet consumed (high watermark minus position).",
-    ["consumer", "partition"],
-)
+__all__ = ["BATCH_SECONDS", "BATCH_SIZE", "CONSUMER_LAG", "DEAD_LETTERS", "EVENTS"]
 
 DEAD_LETTERS.labels(CONSUMER)  # show 0 from the start, not only after the first one
