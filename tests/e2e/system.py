@@ -58,7 +58,14 @@ class System:
         return f"http://127.0.0.1:{self.ports['api-gateway']}"
 
     def start(self, name: str) -> None:
-        """Start one service by name (`executor-2` runs another executor)."""
+        """Start one service by name (`executor-2` runs another executor) and wait until it
+        answers /healthz."""
+        self.spawn(name)
+        self.wait_healthy(name)
+
+    def spawn(self, name: str) -> None:
+        """Start one service and return at once (a restart after a crash may fail until its
+        dependency is back)."""
         kind = name.split("-")[0] if name.startswith("executor") else name
         module, port_var = SERVICES[kind]
         port = self.ports.get(name) or free_port()
@@ -76,7 +83,6 @@ class System:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        self.wait_healthy(name)
 
     def wait_healthy(self, name: str, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s

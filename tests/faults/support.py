@@ -10,8 +10,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -43,7 +41,7 @@ from jobsprint.events import (
     UndecodableMessage,
     decode,
 )
-from tests.e2e.system import SERVICES, System, free_port
+from tests.e2e.system import System
 
 TERMINAL = ("success", "error", "cancelled")
 TERMINAL_EVENTS = (ExecutionSucceeded, ExecutionFailed, ExecutionCancelled)
@@ -58,26 +56,6 @@ class FaultSystem(System):
     may fail until the dependency is back) and are watched by a `Supervisor`."""
 
     exits: list[tuple[str, int, float]] = field(default_factory=list)
-
-    def spawn(self, name: str) -> None:
-        """Start one service and return at once (System.start waits until it is healthy)."""
-        kind = name.split("-")[0] if name.startswith("executor") else name
-        module, port_var = SERVICES[kind]
-        port = self.ports.get(name) or free_port()
-        self.ports[name] = port
-        env = self.env()
-        env[port_var] = str(port)
-        if kind == "api-gateway":
-            env["JOBSPRINT_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
-            env["JOBSPRINT_METRICS_URL"] = f"http://127.0.0.1:{self.ports.get('metrics', 1)}"
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
 
     def start_services(self, names: Iterable[str]) -> None:
         for name in names:
