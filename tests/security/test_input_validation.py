@@ -109,10 +109,6 @@ async def api(secured: System, owner: Tenant) -> AsyncIterator[httpx.AsyncClient
         yield client
 
 
-@pytest.mark.xfail(
-    reason="known bug F (issue 7): 'nests deeper than 32 levels' errors do not name the field",
-    strict=False,
-)
 async def test_execute_bodies_with_unknown_fields_wrong_types_or_deep_nesting(
     secured: System, owner: Tenant, api: httpx.AsyncClient
 ) -> None:
@@ -154,10 +150,6 @@ async def test_execute_bodies_with_unknown_fields_wrong_types_or_deep_nesting(
     found.assert_none()
 
 
-@pytest.mark.xfail(
-    reason="known bug E (issue 7): NUL characters in bodies/paths are not refused everywhere",
-    strict=False,
-)
 async def test_a_nul_character_in_the_input_is_a_clear_answer_not_a_500(
     secured: System, owner: Tenant, api: httpx.AsyncClient
 ) -> None:
@@ -304,9 +296,6 @@ async def test_odd_ids_in_paths_are_404_not_500(secured: System, api: httpx.Asyn
     found.assert_none()
 
 
-@pytest.mark.xfail(
-    reason="known bug E/F (issue 7): some definition errors do not name the field", strict=False
-)
 async def test_workflow_definitions_name_the_bad_field(
     secured: System, owner: Tenant, api: httpx.AsyncClient
 ) -> None:

@@ -25,41 +25,69 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when containers nest deeper than `limit` (a bare object or array is depth 1).
-    Iterative, so a hostile document cannot exhaust the Python stack."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    """True when containers nest deeper than `limit` (a bare object or array is depth 1)."""
+    problem = _find_problem(value, limit)
+    return problem is not None and problem[1] == "deep"
+
+
+def _find_problem(value: Any, limit: int) -> tuple[str, str] | None:
+    """(path, "deep" | "nul") of the first container nested deeper than `limit` or the first
+    string holding a NUL character (Postgres cannot store one). Iterative, so a hostile
+    document cannot exhaust the Python stack."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
-        node, depth = stack.pop()
+        node, depth, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path, "nul"
+            continue
         if isinstance(node, dict):
-            children: Any = node.values()
+            items: Any = [(f"{path}.{k}" if path else str(k), v, k) for k, v in node.items()]
         elif isinstance(node, list):
-            children = node
+            items = [(f"{path}[{i}]", v, "") for i, v in enumerate(node)]
         else:
             continue
         if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+            return path, "deep"
+        for child_path, child, key in items:
+            if "\x00" in key:
+                return child_path, "nul"
+            stack.append((child, depth + 1, child_path))
+    return None
+
+
+def _short(path: str) -> str:
+    """The first levels of a path: enough to name the field, not 33 levels of it."""
+    parts = path.replace("\x00", "\\u0000").replace("[", ".[").split(".")
+    head = ".".join(parts[:3]).replace(".[", "[")
+    return head + ("…" if len(parts) > 3 else "") if head else "(body)"
 
 
 def parse_json(raw: bytes, *, limit: int = MAX_JSON_DEPTH) -> Any:
-    """Parse a request body; an empty body is `None`. InvalidJson when it is not JSON or
-    nests deeper than `limit`."""
+    """Parse a request body; an empty body is `None`. InvalidJson when it is not JSON, nests
+    deeper than `limit` or holds a NUL character, naming where."""
     if not raw.strip():
         return None
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
-            raise _too_deep(limit) from None
+            raise _too_deep(limit, "(body)") from None
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
-    if json_depth_exceeds(doc, limit):
-        raise _too_deep(limit)
+    problem = _find_problem(doc, limit)
+    if problem is not None:
+        path, kind = problem
+        field = _short(path)
+        if kind == "deep":
+            raise _too_deep(limit, field)
+        message = "NUL characters are not accepted"
+        raise InvalidJson(f"{field}: {message}", [{"field": field, "message": message}])
     return doc
 
 
-def _too_deep(limit: int) -> InvalidJson:
-    return InvalidJson(f"request body nests deeper than {limit} levels")
+def _too_deep(limit: int, field: str) -> InvalidJson:
+    message = f"nests deeper than {limit} levels"
+    return InvalidJson(f"{field}: {message}", [{"field": field, "message": message}])
 
 
 # --- rate limit ------------------------------------------------------------------------------
