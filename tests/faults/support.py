@@ -517,3 +517,20 @@ def write_figures(scenario: str, figures: dict[str, Any]) -> None:
     print(f"\nFIGURES {line}")
     with report_path().open("a") as out:
         out.write(line + "\n")
+
+
+# Three steps with a short wait: output = input.i + 1. Used wherever a fault must hit
+# executions that are mid-run.
+PLUS_ONE: dict[str, Any] = {
+    "name": "Plus one",
+    "steps": [
+        {"id": "a", "name": "A", "type": "transform", "params": {"output": "{{ input.i }}"}},
+        {"id": "wait", "name": "Wait", "type": "delay", "params": {"seconds": 0.2}},
+        {
+            "id": "b",
+            "name": "B",
+            "type": "transform",
+            "params": {"output": "{{ steps.a.output + 1 }}"},
+        },
+    ],
+}

@@ -16,6 +16,7 @@ import pytest
 from jobsprint.events import ExecutionFailed, ExecutionRequested, ExecutionStarted
 from tests.faults.conftest import MakeSystem
 from tests.faults.support import (
+    PLUS_ONE,
     StepServer,
     Supervisor,
     audit_events,
@@ -259,20 +260,6 @@ async def test_kill_9_of_random_executors_under_2000_mixed_executions(
 OUTAGE_S = 30.0
 DURING_OUTAGE = 200
 
-QUICK: dict[str, Any] = {
-    "name": "Quick",
-    "steps": [
-        {"id": "a", "name": "A", "type": "transform", "params": {"output": "{{ input.i }}"}},
-        {"id": "wait", "name": "Wait", "type": "delay", "params": {"seconds": 0.2}},
-        {
-            "id": "b",
-            "name": "B",
-            "type": "transform",
-            "params": {"output": "{{ steps.a.output + 1 }}"},
-        },
-    ],
-}
-
 
 async def list_all(client: httpx.AsyncClient, **params: Any) -> list[str]:
     found: list[str] = []
@@ -296,7 +283,7 @@ async def test_every_executor_down_for_30s_executions_wait_pending_then_run_once
     system = await make_system(services=["projector", *executors, "api-gateway"])
     token = system.create_token("ws-no-executors")
     async with gateway_client(system, token) as client:
-        workflow_id = await create_workflow(client, QUICK)
+        workflow_id = await create_workflow(client, PLUS_ONE)
         warm = await client.post(
             f"/v1/workflows/{workflow_id}/execute",
             json={"inputData": {"i": -1}, "options": {"waitForCompletion": True}},

@@ -18,6 +18,7 @@ import pytest
 from jobsprint.events import ExecutionRequested, ExecutionSucceeded
 from tests.faults.conftest import MakeSystem, OwnInfra
 from tests.faults.support import (
+    PLUS_ONE,
     FaultSystem,
     Supervisor,
     audit_events,
@@ -33,20 +34,6 @@ from tests.faults.support import (
 pytestmark = pytest.mark.faults
 
 SERVICES = ["projector", "executor-1", "executor-2", "api-gateway"]
-
-PLUS_ONE: dict[str, Any] = {
-    "name": "Plus one",
-    "steps": [
-        {"id": "a", "name": "A", "type": "transform", "params": {"output": "{{ input.i }}"}},
-        {"id": "wait", "name": "Wait", "type": "delay", "params": {"seconds": 0.2}},
-        {
-            "id": "b",
-            "name": "B",
-            "type": "transform",
-            "params": {"output": "{{ steps.a.output + 1 }}"},
-        },
-    ],
-}
 
 
 @dataclass
