@@ -3,16 +3,18 @@ built from settings by the app's lifespan, or handed in by tests."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from jobsprint.gateway.commands import CommandBus
-from jobsprint.gateway.repository import Repository
+from jobsprint.gateway.repository import ABANDONED_AFTER, IDEMPOTENCY_WINDOW, Repository
 from jobsprint.gateway.settings import GatewaySettings
+from jobsprint.gateway.upkeep import run_upkeep
 from jobsprint.gateway.waiters import ExecutionWaiters
 from jobsprint.runtime.postgres import make_pool
 
@@ -24,13 +26,34 @@ class Adapters:
     commands: CommandBus
     waiters: ExecutionWaiters
     metrics_http: httpx.AsyncClient
+    upkeep_interval_s: float = 1.0
+    _upkeep: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _pool_check: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+
+    def database_failed(self) -> None:
+        """A statement failed because the database went away: check every idle pooled
+        connection now and drop the broken ones, instead of letting each stale connection
+        fail one more request after Postgres returns."""
+        if self._pool_check is None or self._pool_check.done():
+            self._pool_check = asyncio.create_task(self.pool.check())
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=10)
         await self.commands.start()
         await self.waiters.start()
+        self._upkeep = asyncio.create_task(
+            run_upkeep(
+                self.pool,
+                interval_s=self.upkeep_interval_s,
+                abandoned_after=ABANDONED_AFTER,
+                keep_for=IDEMPOTENCY_WINDOW,
+            )
+        )
 
     async def close(self) -> None:
+        for task in (self._upkeep, self._pool_check):
+            if task is not None:
+                task.cancel()
         await self.waiters.close()
         await self.commands.close()
         with contextlib.suppress(Exception):
@@ -50,4 +73,5 @@ def build_adapters(settings: GatewaySettings) -> Adapters:
         metrics_http=httpx.AsyncClient(
             base_url=settings.metrics_url, timeout=httpx.Timeout(10.0, connect=2.0)
         ),
+        upkeep_interval_s=settings.request_upkeep_interval_s,
     )

@@ -165,6 +165,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return GatewayError("internal error")
 
     async def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, psycopg.OperationalError):
+            gateway = getattr(request.app.state, "gateway", None)
+            if gateway is not None:
+                gateway.adapters.database_failed()
         return render(as_gateway_error(exc))
 
     app.add_exception_handler(GatewayError, handle)

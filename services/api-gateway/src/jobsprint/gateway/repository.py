@@ -39,6 +39,19 @@ _LIST_COLUMNS = (
     "id, workflow_id, workflow_name, workflow_version, status, triggered_by, input,"
     " original_execution_id, created_at, started_at, finished_at, cancelled_at, duration_ms"
 )
+# an accepted request, shaped like a list row of the read model
+_REQUEST_LIST_COLUMNS = (
+    "id, workflow_id, workflow_name, workflow_version, 'pending' AS status, triggered_by,"
+    " input, original_execution_id, requested_at AS created_at,"
+    " NULL::timestamptz AS started_at, NULL::timestamptz AS finished_at,"
+    " NULL::timestamptz AS cancelled_at, NULL::int AS duration_ms"
+)
+# an accepted, produced request whose execution the projector has not written (nor deleted)
+_IN_FLIGHT = (
+    "NOT r.projected AND r.published_at IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.id = r.id)"
+    " AND NOT EXISTS (SELECT 1 FROM projector_deleted_executions d WHERE d.execution_id = r.id)"
+)
 _WORKFLOW_COLUMNS = (
     "w.id, w.workspace_id, w.name, w.description, w.current_version, w.trigger_type,"
     " w.hook_token, w.created_at, w.updated_at, v.definition"
@@ -370,26 +383,25 @@ class Repository:
     async def list_executions(
         self, workspace_id: str, filters: ExecutionFilters, page: PageRequest
     ) -> list[Row]:
-        """One page, walking the (workspace_id[, workflow_id][, status], id DESC) index."""
-        where: list[sql.Composable] = [sql.SQL("workspace_id = %s")]
-        params: list[Any] = [workspace_id]
-        if filters.workflow_id is not None:
-            where.append(sql.SQL("workflow_id = %s"))
-            params.append(filters.workflow_id)
-        if filters.status is not None:
-            where.append(sql.SQL("status = %s"))
-            params.append(filters.status)
-        if filters.id_min is not None:
-            where.append(sql.SQL("id >= %s"))
-            params.append(filters.id_min)
-        if filters.id_below is not None:
-            where.append(sql.SQL("id < %s"))
-            params.append(filters.id_below)
-        where_sql, order = _keyset(where, params, page, "id")
-        query = sql.SQL(
-            "SELECT {cols} FROM executions WHERE {where} ORDER BY id {order} LIMIT %s"
-        ).format(cols=sql.SQL(_LIST_COLUMNS), where=where_sql, order=order)
-        return await self._all(query, [*params, page.fetch])
+        """One page, walking the (workspace_id[, workflow_id][, status], id DESC) index, merged
+        with the accepted requests the projector has not seen yet (listed as `pending`)."""
+        query, params = _list_query(
+            "executions", _LIST_COLUMNS, workspace_id, filters, page, status=filters.status
+        )
+        if filters.status in (None, "pending"):
+            in_flight, more = _list_query(
+                "execution_requests r",
+                _REQUEST_LIST_COLUMNS,
+                workspace_id,
+                filters,
+                page,
+                condition=_IN_FLIGHT,
+            )
+            query = sql.SQL("({}) UNION ALL ({}) ORDER BY id {} LIMIT %s").format(
+                query, in_flight, sql.SQL("ASC" if page.ascending else "DESC")
+            )
+            params = [*params, *more, page.fetch]
+        return await self._all(query, params)
 
     async def steps(self, execution_id: str) -> list[Row]:
         return await self._all(
@@ -468,6 +480,40 @@ async def _insert_request(
         ),
     )
     return bool(cur.rowcount == 1)
+
+
+def _list_query(
+    table: str,
+    columns: str,
+    workspace_id: str,
+    filters: ExecutionFilters,
+    page: PageRequest,
+    *,
+    status: str | None = None,
+    condition: str | None = None,
+) -> tuple[sql.Composed, list[Any]]:
+    """One branch of the execution list: the read model, or the in-flight requests."""
+    where: list[sql.Composable] = [sql.SQL("workspace_id = %s")]
+    params: list[Any] = [workspace_id]
+    if condition is not None:
+        where.append(sql.SQL(condition))
+    if filters.workflow_id is not None:
+        where.append(sql.SQL("workflow_id = %s"))
+        params.append(filters.workflow_id)
+    if status is not None:
+        where.append(sql.SQL("status = %s"))
+        params.append(status)
+    if filters.id_min is not None:
+        where.append(sql.SQL("id >= %s"))
+        params.append(filters.id_min)
+    if filters.id_below is not None:
+        where.append(sql.SQL("id < %s"))
+        params.append(filters.id_below)
+    where_sql, order = _keyset(where, params, page, "id")
+    query = sql.SQL("SELECT {cols} FROM {table} WHERE {where} ORDER BY id {order} LIMIT %s").format(
+        cols=sql.SQL(columns), table=sql.SQL(table), where=where_sql, order=order
+    )
+    return query, [*params, page.fetch]
 
 
 def _keyset(
