@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from jobsprint.events import Topics
 from jobsprint.projector.compare import compare_schemas
+from jobsprint.projector.consumer import CheckpointAheadOfLog
 from jobsprint.projector.rebuild import rebuild
 from jobsprint.projector.service import serve
 from jobsprint.projector.settings import ProjectorSettings
@@ -63,3 +64,30 @@ async def dead_letter_count(bootstrap: str, topics: Topics) -> int:
         return int((await consumer.end_offsets([tp]))[tp])
     finally:
         await consumer.stop()
+
+
+async def test_checkpoints_past_the_end_of_the_log_stop_the_projector_with_a_clear_error(
+    settings: ProjectorSettings,
+    topics: Topics,
+    database: str,
+    publisher: Any,
+    make_workload: Any,
+    run_projector: Any,
+    caught_up: Any,
+) -> None:
+    """A read model kept from another Kafka cluster (a reused Postgres, a recreated topic):
+    its positions lie past the new log's end. Waiting there would never end; the projector
+    must say so and stop."""
+    await publisher.send(make_workload(20))
+    async with run_projector(settings) as projector:
+        await caught_up(database, topics.events, publisher.last_offsets, task=projector.task)
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE projector_checkpoints SET next_offset = next_offset + 1000"
+            " WHERE topic = %s AND partition = 1",
+            (topics.events,),
+        )
+    task = asyncio.create_task(serve(settings, asyncio.Event()))
+    with pytest.raises(CheckpointAheadOfLog, match=r"past the end of the log.*\{1: \(") as failed:
+        await asyncio.wait_for(task, 30)
+    assert "rebuild" in str(failed.value)

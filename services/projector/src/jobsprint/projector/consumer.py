@@ -24,6 +24,11 @@ KAFKA_COMMIT_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 1.0
 
 
+class CheckpointAheadOfLog(RuntimeError):
+    """A stored position lies past the end of its partition: the read model was built from
+    another Kafka cluster (or a deleted and recreated topic). Waiting would never end."""
+
+
 class Projector:
     """Applies the events topic to the read model. Built with its adapters (a Postgres
     connection used by this loop only, a subscribed-to-nothing consumer, a started producer
@@ -49,6 +54,7 @@ class Projector:
         self._uncommitted: dict[TopicPartition, int] = {}  # positions not yet told to Kafka
         self._last_kafka_commit = 0.0
         self._last_lag = 0.0
+        self._fatal: CheckpointAheadOfLog | None = None
         self.running = False
 
     def subscribe(self) -> None:
@@ -59,6 +65,8 @@ class Projector:
         self.running = True
         try:
             while not stop.is_set():
+                if self._fatal is not None:
+                    raise self._fatal
                 batches = await self._consumer.getmany(
                     timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
                 )
@@ -138,6 +146,17 @@ class Projector:
     async def _partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._batch_lock:
             checkpoints = await store.read_checkpoints(self._conn, self._topics.events)
+            ahead = await self._checkpoints_past_end(checkpoints, assigned)
+            if ahead:
+                # raised from run(): the rebalance listener's own errors are only logged
+                self._fatal = CheckpointAheadOfLog(
+                    f"checkpoints of {self._topics.events} lie past the end of the log"
+                    f" (partition: (checkpoint, end) {ahead}): this read model was built from"
+                    " another Kafka cluster or an older copy of the topic. Rebuild it"
+                    " (`jobsprint-projector rebuild`) or point the projector at an empty"
+                    " database."
+                )
+                return
             from_start = []
             for tp in sorted(assigned):
                 if tp.partition in checkpoints:
@@ -151,6 +170,20 @@ class Projector:
             sorted(tp.partition for tp in assigned),
             {tp.partition: checkpoints.get(tp.partition, "start") for tp in sorted(assigned)},
         )
+
+    async def _checkpoints_past_end(
+        self, checkpoints: dict[int, int], assigned: set[TopicPartition]
+    ) -> dict[int, tuple[int, int]]:
+        """{partition: (checkpoint, end offset)} of every checkpoint the log does not reach."""
+        stored = [tp for tp in assigned if tp.partition in checkpoints]
+        if not stored:
+            return {}
+        ends = await self._consumer.end_offsets(stored)
+        return {
+            tp.partition: (checkpoints[tp.partition], ends[tp])
+            for tp in sorted(stored)
+            if checkpoints[tp.partition] > ends[tp]
+        }
 
     async def _partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._batch_lock:  # lets the batch in flight commit first
