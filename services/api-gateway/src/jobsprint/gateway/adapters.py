@@ -67,7 +67,10 @@ def build_adapters(settings: GatewaySettings) -> Adapters:
         pool=pool,
         repository=Repository(pool),
         commands=CommandBus(
-            settings.kafka_bootstrap, settings.topics, partitions=settings.partitions
+            settings.kafka_bootstrap,
+            settings.topics,
+            partitions=settings.partitions,
+            linger_ms=settings.command_linger_ms,
         ),
         waiters=ExecutionWaiters(settings.database_url),
         metrics_http=httpx.AsyncClient(

@@ -29,12 +29,14 @@ class CommandBus:
         partitions: int | None = None,
         client_id: str = "jobsprint-gateway",
         retry_every_s: float = 2.0,
+        linger_ms: int = 5,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.partitions = partitions
         self.client_id = client_id
         self.retry_every_s = retry_every_s
+        self.linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._last_error = "not connected yet"
@@ -49,7 +51,9 @@ class CommandBus:
                     await ensure_topics(self.bootstrap, self.topics, self.partitions)
                 except Exception as exc:
                     log.warning("could not ensure the topics exist: %s", exc)
-            producer = make_producer(self.bootstrap, client_id=self.client_id)
+            producer = make_producer(
+                self.bootstrap, client_id=self.client_id, linger_ms=self.linger_ms
+            )
             try:
                 await producer.start()
             except asyncio.CancelledError:

@@ -26,6 +26,21 @@ async def submit(
 ) -> tuple[ExecutionRequest, bool]:
     """(the accepted request, True) — or (the earlier request, False) when the idempotency
     key was already used for the same request in the last 24 h."""
+    envelope = make(
+        command,
+        execution_id=request.id,
+        workspace_id=request.workspace_id,
+        correlation_id=request.id,
+    )
+    if idempotency_key is None:
+        # nothing to claim: produce, then record the request as produced (one statement)
+        await adapters.commands.send(envelope)
+        EXECUTIONS_REQUESTED.labels(request.triggered_by).inc()
+        try:
+            await adapters.repository.record_published(request)
+        except Exception:  # the command is out: the execution is accepted whatever happens
+            log.warning("could not record request %s", request.id, exc_info=True)
+        return request, True
     stored, created = await adapters.repository.claim_request(request, idempotency_key)
     if not created:
         if not stored.same_request(request):
@@ -34,12 +49,6 @@ async def submit(
                 {"executionId": stored.id},
             )
         return stored, False
-    envelope = make(
-        command,
-        execution_id=request.id,
-        workspace_id=request.workspace_id,
-        correlation_id=request.id,
-    )
     try:
         await adapters.commands.send(envelope)
     except Exception:

@@ -308,17 +308,13 @@ class Repository:
     # --- execution requests (accepted, maybe not projected yet) ----------------------------
 
     async def claim_request(
-        self, request: ExecutionRequest, idempotency_key: str | None
+        self, request: ExecutionRequest, idempotency_key: str
     ) -> tuple[ExecutionRequest, bool]:
-        """Record an accepted request. With an idempotency key, the first request of the
+        """Record an accepted request under its idempotency key: the first request of the
         key (per workspace, within 24 h) wins and every other gets the winner's row:
         (row, True) for the winner, (existing row, False) for a replay. A replay waits
         until the winner's command is produced; if the winner gives up (Kafka down), the
         row disappears and the replay tries to win itself."""
-        if idempotency_key is None:
-            async with self.pool.connection() as conn:
-                await _insert_request(conn, request, None)
-            return request, True
         deadline = time.monotonic() + IDEMPOTENT_WAIT_S
         while True:
             async with self.pool.connection() as conn, conn.transaction():
@@ -353,6 +349,11 @@ class Repository:
                     "a request with this Idempotency-Key is still being processed; retry later"
                 )
             await asyncio.sleep(0.05)
+
+    async def record_published(self, request: ExecutionRequest) -> None:
+        """Record a request (without idempotency key) whose command is already produced."""
+        async with self.pool.connection() as conn:
+            await _insert_request(conn, request, None, published=True)
 
     async def mark_published(self, execution_id: str) -> None:
         async with self.pool.connection() as conn:
@@ -459,12 +460,17 @@ class Repository:
 
 
 async def _insert_request(
-    conn: AsyncConnection[Any], request: ExecutionRequest, idempotency_key: str | None
+    conn: AsyncConnection[Any],
+    request: ExecutionRequest,
+    idempotency_key: str | None,
+    *,
+    published: bool = False,
 ) -> bool:
     cur = await conn.execute(
         "INSERT INTO execution_requests (id, workspace_id, workflow_id, workflow_name,"
         " workflow_version, triggered_by, input, original_execution_id, idempotency_key,"
-        " requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " requested_at, published_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END)"
         " ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
         (
             request.id,
@@ -477,6 +483,7 @@ async def _insert_request(
             request.original_execution_id,
             idempotency_key,
             request.requested_at,
+            published,
         ),
     )
     return bool(cur.rowcount == 1)
