@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from tests.e2e.system import System
 from tests.security.conftest import Target, client_for, create_workflow, tenant
@@ -197,18 +198,43 @@ async def test_megabytes_of_text_are_capped_with_a_marker(
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(
-    reason="known bug G (issue 7): an executor state record over 1 MiB stops the partition",
-    strict=False,
-)
+async def submitted(api: httpx.AsyncClient, workflow_id: str, input_data: Any) -> str:
+    response = await api.post(
+        f"/v1/workflows/{workflow_id}/execute", json={"inputData": input_data}
+    )
+    assert response.status_code in (200, 202), response.text
+    return str(response.json()["data"]["executionId"])
+
+
+async def finished_within(
+    api: httpx.AsyncClient, execution_id: str, seconds: float
+) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        detail = (await api.get(f"/v1/executions/{execution_id}")).json()["data"]
+        if detail["status"] in ("success", "error", "cancelled"):
+            return dict(detail)
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{execution_id} still {detail['status']} after {seconds:g} s")
+        await asyncio.sleep(0.2)
+
+
+def partition_of(execution_id: str, partitions: int) -> int:
+    """The commands partition the gateway's producer picks (Kafka's default partitioner)."""
+    return int(DefaultPartitioner()(execution_id.encode(), list(range(partitions)), []))
+
+
 async def test_a_large_input_carried_through_several_steps_still_finishes(
     isolated: System,
 ) -> None:
     """The request body may be up to 1 MiB, and every step's (capped) output is kept beside
     the input while the execution runs: what the executor writes to Kafka for it must still
-    fit, or the execution must fail cleanly. It must never stay running forever."""
+    fit (it does, within the default limits), or the execution must fail cleanly with
+    `too_large`. It must never stay running forever, nor hold up the other executions of its
+    partition (bug G: one Kafka record over 1 MiB stopped the whole partition)."""
     owner = tenant(isolated)
-    definition = {
+    partitions = int(isolated.env()["JOBSPRINT_PARTITIONS"])
+    carrying = {
         "name": "Carries a big input along",
         "steps": [
             {
@@ -221,9 +247,27 @@ async def test_a_large_input_carried_through_several_steps_still_finishes(
         ]
         + [{"id": "wait", "name": "Wait", "type": "delay", "params": {"seconds": 0.5}}],
     }
+    small = {
+        "name": "Small",
+        "steps": [{"id": "a", "name": "A", "type": "transform", "params": {"output": "ok"}}],
+    }
     async with client_for(isolated, owner) as api:
-        workflow_id = await create_workflow(api, definition)
-        detail = await finished(api, workflow_id, {"s": "x" * 900_000})
+        big_workflow = await create_workflow(api, carrying)
+        small_workflow = await create_workflow(api, small)
+        big = await submitted(api, big_workflow, {"s": "x" * 900_000})
+        # a small execution right behind it on the same partition
+        for _ in range(30):
+            neighbour = await submitted(api, small_workflow, {})
+            if partition_of(neighbour, partitions) == partition_of(big, partitions):
+                break
+        else:
+            raise AssertionError("no execution id of 30 mapped to the big one's partition")
+        after = await finished_within(api, neighbour, 15)
+        detail = await finished_within(api, big, 30)
+    assert after["status"] == "success", after.get("error")
     assert detail["status"] in ("success", "error"), detail["status"]
     if detail["status"] == "error":
-        assert detail["error"]["code"], detail["error"]
+        assert detail["error"]["code"] == "too_large", detail["error"]
+        assert "bytes" in detail["error"]["message"], detail["error"]
+    else:
+        assert [s["status"] for s in detail["executionSteps"]] == ["success"] * 5

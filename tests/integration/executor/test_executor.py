@@ -11,10 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
-from jobsprint.events import RetryExecution, ReusedStep, Topics, utcnow
+from jobsprint.events import DeadLetter, RetryExecution, ReusedStep, Topics, utcnow
 from jobsprint.events.ids import new_execution_id
 from jobsprint.executor.worker import Executor
+from jobsprint.runtime.kafka import make_consumer
 
 from .conftest import Commands, EventLog, executor_settings, spawn_executor, workflow
 
@@ -283,3 +285,133 @@ async def test_kill_9_of_an_executor_loses_nothing_and_duplicates_nothing(
         assert set(completions.values()) == {1}, execution_id
         assert history[-1].type == "execution.succeeded.v1"
         assert history[-1].data.output == i + 1  # type: ignore[attr-defined]
+
+
+def carrying(transforms: int, delay_s: float) -> dict[str, Any]:
+    """Every step's output is the (big) input: the state holds it once more per step."""
+    steps = [
+        {"id": f"s{i}", "name": f"S{i}", "type": "transform", "params": {"output": "{{ input.s }}"}}
+        for i in range(transforms)
+    ]
+    steps.append({"id": "wait", "name": "Wait", "type": "delay", "params": {"seconds": delay_s}})
+    return workflow(*steps)
+
+
+def same_partition_as(execution_id: str, partitions: int) -> str:
+    wanted = DefaultPartitioner()(execution_id.encode(), list(range(partitions)), [])
+    while True:
+        other = new_execution_id()
+        if DefaultPartitioner()(other.encode(), list(range(partitions)), []) == wanted:
+            return other
+
+
+async def test_an_execution_whose_state_outgrows_one_record_fails_and_its_partition_goes_on(
+    bootstrap: str, topics: Topics, commands: Commands, events: EventLog
+) -> None:
+    worker = Executor(executor_settings(bootstrap, topics, executor_max_state_bytes=300_000))
+    task = asyncio.create_task(worker.run())
+    try:
+        big = await commands.execute(carrying(3, 0.2), {"s": "x" * 200_000})
+        partitions = len(await commands.producer.partitions_for(topics.commands))
+        after = await commands.execute(
+            TWO_STEPS, {"user": "b", "n": 1}, execution_id=same_partition_as(big, partitions)
+        )
+        await events.wait_terminal([big, after])
+        # the partition was not stopped: later commands on it still run
+        later = await commands.execute(
+            TWO_STEPS, {"user": "c", "n": 2}, execution_id=same_partition_as(big, partitions)
+        )
+        await events.wait_terminal([later], timeout_s=10)
+    finally:
+        worker.stopping.set()
+        await asyncio.wait_for(task, 60)
+    assert not task.exception()
+    history = events.by_execution[big]
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+    failed = history[-1]
+    assert failed.type == "execution.failed.v1"
+    error = failed.data.error  # type: ignore[attr-defined]
+    assert error.code == "too_large"
+    assert "over the limit of 300,000 bytes" in error.message
+    assert "JOBSPRINT_EXECUTOR_MAX_STATE_BYTES" in error.message
+    assert "largest parts: input 200,008 bytes" in error.message
+    for execution_id in (after, later):
+        assert events.terminal(execution_id) == "succeeded"
+
+
+async def test_a_state_over_one_mebibyte_is_resumed_by_the_next_owner(
+    bootstrap: str, topics: Topics, commands: Commands, events: EventLog
+) -> None:
+    """The state topic takes snapshots over Kafka's default 1 MiB, and a new owner reads
+    them back: a large input survives a takeover."""
+    settings = executor_settings(bootstrap, topics, executor_grace_seconds=0)
+    first = Executor(settings)
+    running = asyncio.create_task(first.run())
+    big = await commands.execute(carrying(3, 3.0), {"s": "x" * 900_000})
+    async with asyncio.timeout(30):
+        while events.types(big).count("step_started") < 4:  # the delay is running
+            await events.poll()
+    states = [w.states[big] for w in first.partitions.values() if big in w.states]
+    assert states and len(states[0].encode()) > 1_048_576
+    first.stopping.set()  # leaves the group; the delay resumes elsewhere
+    await asyncio.wait_for(running, 60)
+    second = Executor(executor_settings(bootstrap, topics))
+    resumed = asyncio.create_task(second.run())
+    try:
+        await events.wait_terminal([big], timeout_s=30)
+    finally:
+        second.stopping.set()
+        await asyncio.wait_for(resumed, 60)
+    history = events.by_execution[big]
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+    assert history[-1].type == "execution.succeeded.v1", history[-1].data
+    assert history[-1].data.output == {"delayedSeconds": 3.0}  # type: ignore[attr-defined]
+
+
+async def test_an_input_or_a_dead_letter_too_large_for_one_event_does_not_stop_the_partition(
+    bootstrap: str, topics: Topics, commands: Commands, events: EventLog
+) -> None:
+    worker = Executor(executor_settings(bootstrap, topics, executor_max_event_bytes=262_144))
+    task = asyncio.create_task(worker.run())
+    try:
+        big = await commands.execute(TWO_STEPS, {"user": "x" * 300_000, "n": 1})
+        partitions = len(await commands.producer.partitions_for(topics.commands))
+        garbage = same_partition_as(big, partitions)
+        await commands.producer.send_and_wait(
+            topics.commands, b"{" + b"x" * 300_000, key=garbage.encode()
+        )
+        after = await commands.execute(
+            TWO_STEPS, {"user": "b", "n": 1}, execution_id=same_partition_as(big, partitions)
+        )
+        await events.wait_terminal([big, after])
+        letters = await read_all(bootstrap, topics.dead_letter, 1)
+    finally:
+        worker.stopping.set()
+        await asyncio.wait_for(task, 60)
+    assert events.terminal(after) == "succeeded"
+    history = events.by_execution[big]
+    assert [e.seq for e in history] == list(range(1, len(history) + 1))
+    assert [t for t in events.types(big) if t != "log_recorded"] == ["requested", "failed"]
+    recorded = history[0].data.input  # type: ignore[attr-defined]
+    assert recorded["user"].endswith("[truncated 234464 characters]"), recorded["user"][-60:]
+    error = history[-1].data.error  # type: ignore[attr-defined]
+    assert error.code == "too_large"
+    assert "execution.requested.v1 event would be" in error.message
+    assert "JOBSPRINT_EXECUTOR_MAX_EVENT_BYTES" in error.message
+    letter = DeadLetter.model_validate_json(letters[0])
+    assert letter.key == garbage and "payload cut to its first" in letter.error
+    assert b"x" * 1000 in letter.payload and len(letters[0]) <= 262_144
+
+
+async def read_all(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    reader = make_consumer(bootstrap, topic, group_id=None, client_id="test-read-all")
+    await reader.start()
+    found: list[bytes] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < count:
+                for records in (await reader.getmany(timeout_ms=200)).values():
+                    found.extend(r.value for r in records if r.value is not None)
+    finally:
+        await reader.stop()
+    return found

@@ -15,6 +15,10 @@ from jobsprint.events import DeadLetter, Topics
 
 log = logging.getLogger(__name__)
 
+EXECUTOR_STATE_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""`max.message.bytes` of the executor-state topic: one record holds a running execution's
+input (up to the gateway's 1 MiB) and every step's output so far (each capped at 256 KiB)."""
+
 
 def make_producer(
     bootstrap: str,
@@ -82,6 +86,7 @@ async def ensure_topics(
                     "segment.ms": "60000",
                     "min.cleanable.dirty.ratio": "0.1",
                     "delete.retention.ms": "60000",
+                    "max.message.bytes": str(EXECUTOR_STATE_MAX_MESSAGE_BYTES),
                 },
             ),
         ]

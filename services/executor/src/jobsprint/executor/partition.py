@@ -4,6 +4,7 @@ transactional producer that commits their events together with the commands offs
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -11,6 +12,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from jobsprint.events import (
     CancelExecution,
+    DeadLetter,
     DeleteExecution,
     ExecuteWorkflow,
     ExecutionCancelled,
@@ -23,10 +25,12 @@ from jobsprint.events import (
     decode,
 )
 from jobsprint.executor import telemetry
+from jobsprint.executor.limits import RecordLimits, RecordTooLarge, record_size
 from jobsprint.executor.outbox import Drained, Outbox
 from jobsprint.executor.runner import ExecutionRunner
 from jobsprint.executor.state import ExecutionState
 from jobsprint.executor.steps import StepEnvironment
+from jobsprint.executor.untrusted import clean_value
 from jobsprint.runtime.kafka import dead_letter_record
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ class PartitionWorker:
         producer: AIOKafkaProducer,
         env: StepEnvironment,
         commit_interval_s: float,
+        limits: RecordLimits | None = None,
     ) -> None:
         self.partition = partition
         self.topics = topics
@@ -48,7 +53,8 @@ class PartitionWorker:
         self.producer = producer
         self.env = env
         self.commit_interval_s = commit_interval_s
-        self.outbox = Outbox()
+        self.limits = limits or RecordLimits()
+        self.outbox = Outbox(self.limits)
         self.states: dict[str, ExecutionState] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._committer: asyncio.Task[None] | None = None
@@ -91,7 +97,31 @@ class PartitionWorker:
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
         log.warning("dead-lettered command at offset %d: %s", record.offset, error)
         telemetry.DEAD_LETTERS.labels("executor").inc()
-        self.outbox.dead_letter(record.key, dead_letter_record(record, "executor", error))
+        letter = dead_letter_record(record, "executor", error)
+        if record_size(record.key, letter) > self.limits.event.bytes:
+            letter = self._cut_dead_letter(record, error)
+        self.outbox.dead_letter(record.key, letter)
+
+    def _cut_dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> bytes:
+        """A dead letter keeps the command base64-encoded, a third larger: one near the limit
+        would not fit. Keep the head of it, and say so."""
+        value = record.value or b""
+
+        def letter(keep: int) -> bytes:
+            return DeadLetter.of(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=value[:keep],
+                consumer="executor",
+                error=f"{error[:2000]} (payload cut to its first {keep} of {len(value)} bytes "
+                "to fit in one Kafka record)",
+            ).encode()
+
+        # what is left beside the rest (64 bytes spare: the note's number, the time's digits)
+        room = self.limits.event.bytes - record_size(record.key, letter(0)) - 64
+        return letter(max(0, room * 3 // 4))
 
     def _execute(
         self,
@@ -104,20 +134,36 @@ class PartitionWorker:
             log.warning("duplicate execute for %s ignored", execution_id)
             return
         state = ExecutionState.from_command(command, execution_id, workspace_id, correlation_id)
-        self.outbox.emit(
-            state,
-            ExecutionRequested(
-                workflow_id=state.workflow_id,
-                workflow_name=state.workflow_name,
-                workflow_version=state.workflow_version,
-                input=state.input,
-                triggered_by=state.triggered_by,  # type: ignore[arg-type]
-                timeout_s=state.timeout_s,
-                original_execution_id=state.original_execution_id,
-                from_step=state.from_step,
-            ),
+        requested = ExecutionRequested(
+            workflow_id=state.workflow_id,
+            workflow_name=state.workflow_name,
+            workflow_version=state.workflow_version,
+            input=state.input,
+            triggered_by=state.triggered_by,
+            timeout_s=state.timeout_s,
+            original_execution_id=state.original_execution_id,
+            from_step=state.from_step,
         )
+        try:
+            self.outbox.emit(state, requested)
+        except RecordTooLarge as exc:
+            # The input cannot be recorded as it is: record it cut (and marked so), and fail
+            # the execution rather than run what the history could not show.
+            cut = requested.model_copy(update={"input": clean_value(state.input)})
+            self.outbox.emit(state, cut)
+            ExecutionRunner(state, self.outbox, self.env).fail_too_large(exc)
+            return
         self._launch(state)
+
+    def _too_large(self, state: ExecutionState, exc: RecordTooLarge) -> None:
+        """The outbox found the state of a running execution too large to snapshot: end that
+        execution (in the batch being drained) and stop its runner."""
+        ExecutionRunner(state, self.outbox, self.env).fail_too_large(exc)
+        task = self.tasks.get(state.execution_id)
+        if task is not None:
+            task.cancel()
+        else:
+            self.states.pop(state.execution_id, None)
 
     def _launch(self, state: ExecutionState) -> None:
         self.states[state.execution_id] = state
@@ -125,7 +171,7 @@ class PartitionWorker:
         task = asyncio.create_task(runner.run(), name=state.execution_id)
         self.tasks[state.execution_id] = task
         telemetry.IN_FLIGHT.inc()
-        task.add_done_callback(lambda t, eid=state.execution_id: self._finished(eid, t))
+        task.add_done_callback(functools.partial(self._finished, state.execution_id))
 
     def _finished(self, execution_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.pop(execution_id, None) is not None:
@@ -203,7 +249,7 @@ class PartitionWorker:
             if self.failed is not None:
                 # a lost batch must never be followed by later events: stop instead
                 raise RuntimeError(f"partition {self.partition} failed earlier")
-            drained = self.outbox.drain()
+            drained = self.outbox.drain(self._too_large)
             if drained.empty:
                 return
             began = time.monotonic()

@@ -29,6 +29,7 @@ from jobsprint.events import (
     utcnow,
 )
 from jobsprint.executor import telemetry
+from jobsprint.executor.limits import TOO_LARGE, RecordTooLarge
 from jobsprint.executor.outbox import Outbox
 from jobsprint.executor.state import ExecutionState
 from jobsprint.executor.steps import StepEnvironment, run_step
@@ -62,6 +63,12 @@ def _millis(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _log(level: str, message: str, step_id: str | None = None, data: Any = None) -> LogRecorded:
+    if data is not None:
+        data = clean_value(data)
+    return LogRecorded(level=level, message=clean_message(message), step_id=step_id, data=data)
+
+
 class ExecutionRunner:
     def __init__(self, state: ExecutionState, outbox: Outbox, env: StepEnvironment) -> None:
         self.state = state
@@ -76,18 +83,16 @@ class ExecutionRunner:
 
     # -- emitting ---------------------------------------------------------------------------
 
-    def emit(self, payload: Payload) -> None:
+    def emit(self, *payloads: Payload) -> None:
+        """Append events, all or none (RecordTooLarge). Callers emit before they change the
+        state, so an event too large to record leaves the state as it was."""
         if self.state.terminal:
             # Cancelled while this coroutine was waiting: nothing may follow the cancellation.
             raise asyncio.CancelledError
-        self.outbox.emit(self.state, payload)
+        self.outbox.emit(self.state, *payloads)
 
     def log(self, level: str, message: str, step_id: str | None = None, data: Any = None) -> None:
-        if data is not None:
-            data = clean_value(data)
-        self.emit(
-            LogRecorded(level=level, message=clean_message(message), step_id=step_id, data=data)
-        )
+        self.emit(_log(level, message, step_id, data))
 
     def elapsed_ms(self) -> int:
         started = self.state.started_at or self.state.requested_at
@@ -117,10 +122,23 @@ class ExecutionRunner:
                     message=f"execution exceeded its {state.timeout_s:g} s timeout",
                     step_id=self._current_step_id(),
                 ),
-                step_timed_out=True,
+                close_step=True,
             )
         except _Stop:
             pass
+        except RecordTooLarge as exc:
+            self.fail_too_large(exc)
+
+    def fail_too_large(self, exc: RecordTooLarge) -> None:
+        """End the execution because what it would write next does not fit in Kafka. The
+        failure events are small; a step in flight is closed as failed too."""
+        log.warning("execution failed: %s", exc, extra={"execution_id": self.state.execution_id})
+        self._fail(
+            ErrorInfo(
+                code=TOO_LARGE, message=clean_message(str(exc)), step_id=self._current_step_id()
+            ),
+            close_step=True,
+        )
 
     def _first_index(self) -> int | None:
         return 0 if self.definition.steps else None
@@ -168,11 +186,6 @@ class ExecutionRunner:
             return
         output = reused.get("output")
         condition = output.get("result") if isinstance(output, dict) else None
-        state.step_outputs[step.id] = output
-        state.last_output = output
-        state.step_index = next_step_index(
-            self.definition, index, bool(condition) if step.type == "condition" else None
-        )
         self.emit(
             StepStarted(
                 step_id=step.id,
@@ -181,15 +194,18 @@ class ExecutionRunner:
                 position=index,
                 attempt=1,
                 input=reused.get("input"),
-            )
-        )
-        self.emit(
+            ),
             StepCompleted(
                 step_id=step.id,
                 output=output,
                 duration_ms=0,
                 reused_from=state.original_execution_id,
-            )
+            ),
+        )
+        del state.reused[step.id]  # now in step_outputs: not kept twice
+        state.step_outputs[step.id] = output
+        state.step_index = next_step_index(
+            self.definition, index, bool(condition) if step.type == "condition" else None
         )
 
     async def _run_one(self, index: int) -> None:
@@ -199,19 +215,19 @@ class ExecutionRunner:
         while True:
             if state.step_attempt == 0 or state.step_started_at is None:
                 # not in flight: start the next attempt
-                state.step_attempt += 1
-                state.step_started_at = utcnow()
                 self.emit(
                     StepStarted(
                         step_id=step.id,
                         step_name=step.name,
                         step_type=step.type,
                         position=index,
-                        attempt=state.step_attempt,
+                        attempt=state.step_attempt + 1,
                         input=step.params,
-                    )
+                    ),
+                    _log("info", f"Step {step.id} ({step.name}) started", step.id),
                 )
-                self.log("info", f"Step {step.id} ({step.name}) started", step.id)
+                state.step_attempt += 1
+                state.step_started_at = utcnow()
             attempt = state.step_attempt
             began = time.monotonic()
             try:
@@ -258,15 +274,16 @@ class ExecutionRunner:
                 level, message, data = result.log
                 self.log(level, message, step.id, data)
             output = clean_value(result.output)  # what later steps see is what is stored
+            self.emit(
+                StepCompleted(
+                    step_id=step.id, attempt=attempt, output=output, duration_ms=duration
+                ),
+                _log("info", f"Step {step.id} completed", step.id, {"durationMs": duration}),
+            )
             state.step_outputs[step.id] = output
-            state.last_output = output
             state.step_index = next_step_index(self.definition, index, result.condition)
             state.step_attempt = 0
             state.step_started_at = None
-            self.emit(
-                StepCompleted(step_id=step.id, attempt=attempt, output=output, duration_ms=duration)
-            )
-            self.log("info", f"Step {step.id} completed", step.id, {"durationMs": duration})
             telemetry.STEP_SECONDS.labels(step.type, "success").observe(duration / 1000)
             return
 
@@ -278,16 +295,19 @@ class ExecutionRunner:
             self._fail(ErrorInfo(code="template_error", message=clean_message(f"output: {exc}")))
             return
         duration = self.elapsed_ms()
-        self.log("info", "Workflow execution completed successfully")
-        self.emit(ExecutionSucceeded(output=output, duration_ms=duration))
+        self.emit(
+            _log("info", "Workflow execution completed successfully"),
+            ExecutionSucceeded(output=output, duration_ms=duration),
+        )
         state.status = "success"
         telemetry.EXECUTIONS_FINISHED.labels("success").inc()
 
-    def _fail(self, error: ErrorInfo, step_timed_out: bool = False) -> None:
+    def _fail(self, error: ErrorInfo, close_step: bool = False) -> None:
+        """End the execution with `error`; `close_step`: a step in flight fails with it."""
         state = self.state
         if state.terminal:
             return
-        if step_timed_out and state.step_started_at is not None and error.step_id:
+        if close_step and state.step_started_at is not None and error.step_id:
             self.emit(
                 StepFailed(
                     step_id=error.step_id,
@@ -299,7 +319,9 @@ class ExecutionRunner:
                     ),
                 )
             )
-        self.log("error", f"Workflow execution failed: {error.message}", error.step_id)
-        self.emit(ExecutionFailed(error=error, duration_ms=self.elapsed_ms()))
+        self.emit(
+            _log("error", f"Workflow execution failed: {error.message}", error.step_id),
+            ExecutionFailed(error=error, duration_ms=self.elapsed_ms()),
+        )
         state.status = "error"
         telemetry.EXECUTIONS_FINISHED.labels("error").inc()

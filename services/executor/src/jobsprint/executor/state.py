@@ -36,13 +36,28 @@ class ExecutionState:
     step_index: int | None = None  # the step being run (None before the first / after end)
     step_attempt: int = 0
     step_started_at: datetime | None = None  # of the current attempt, to resume delays
+    # outputs in the order the steps ran (steps only run forwards, each at most once)
     step_outputs: dict[str, Any] = field(default_factory=dict)
-    last_output: Any = None
     persisted: bool = False  # a snapshot exists in the state topic (needs a tombstone)
 
     @property
     def terminal(self) -> bool:
         return self.status in ("success", "error", "cancelled")
+
+    @property
+    def last_output(self) -> Any:
+        """The output of the last step that ran. Derived, not stored: the state must fit in
+        one Kafka record, so nothing in it is kept twice."""
+        return next(reversed(self.step_outputs.values()), None)
+
+    def part_sizes(self) -> dict[str, int]:
+        """Bytes of the parts that can make the state large, as JSON (for error messages)."""
+        parts = {"input": self.input, "workflow": self.workflow}
+        if self.reused:
+            parts["reused steps"] = self.reused
+        for step_id, output in self.step_outputs.items():
+            parts[f"steps.{step_id}.output"] = output
+        return {name: len(orjson.dumps(value)) for name, value in parts.items()}
 
     @classmethod
     def from_command(
@@ -79,6 +94,7 @@ class ExecutionState:
     @classmethod
     def decode(cls, raw: bytes) -> ExecutionState:
         doc = orjson.loads(raw)
+        doc.pop("last_output", None)  # stored by earlier versions: now derived
         for name in ("requested_at", "started_at", "step_started_at"):
             if doc.get(name):
                 doc[name] = datetime.fromisoformat(doc[name])

@@ -10,8 +10,11 @@ from collections.abc import Iterable
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from jobsprint.executor import telemetry
+from jobsprint.executor.limits import RecordLimits, max_message_bytes
 from jobsprint.executor.partition import PartitionWorker
 from jobsprint.executor.settings import ExecutorSettings
 from jobsprint.executor.state import ExecutionState
@@ -42,6 +45,7 @@ class Executor:
         self.http: httpx.AsyncClient | None = None
         self.stopping = asyncio.Event()
         self.ready = False
+        self.limits = RecordLimits()  # until run() has read what the topics accept
 
     @property
     def env(self) -> StepEnvironment:
@@ -62,6 +66,7 @@ class Executor:
                 self.settings.kafka_bootstrap,
                 client_id=f"executor-p{partition}",
                 transactional_id=self.settings.transactional_id(partition),
+                max_request_size=self.limits.max_request_size,
             )
             await producer.start()  # initialises the transactional id: fences a former owner
             restored = await self._restore(partition)
@@ -72,6 +77,7 @@ class Executor:
                 producer,
                 self.env,
                 self.settings.executor_commit_interval_ms / 1000,
+                self.limits,
             )
             worker.start(restored)
             self.partitions[partition] = worker
@@ -94,7 +100,10 @@ class Executor:
         each execution that has not ended."""
         tp = TopicPartition(self.topics.executor_state, partition)
         reader = make_consumer(
-            self.settings.kafka_bootstrap, group_id=None, client_id=f"executor-restore-p{partition}"
+            self.settings.kafka_bootstrap,
+            group_id=None,
+            client_id=f"executor-restore-p{partition}",
+            max_partition_fetch_bytes=max(self.limits.state.bytes, 1_048_576),
         )
         await reader.start()
         states: dict[bytes, ExecutionState] = {}
@@ -115,10 +124,45 @@ class Executor:
             await reader.stop()
         return list(states.values())
 
+    async def _read_limits(self) -> RecordLimits:
+        """The record limits of the settings, lowered to what the topics accept: topics
+        created by an operator, or before a limit was raised, may take less."""
+        topics = self.topics
+        names = [topics.events, topics.dead_letter, topics.executor_state]
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, client_id="executor-admin"
+        )
+        accepted: dict[str, int] = {}
+        try:
+            await admin.start()
+            answers = await admin.describe_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+                    for name in names
+                ]
+            )
+            accepted = max_message_bytes(answer.to_object() for answer in answers)
+        except Exception as exc:
+            log.warning("cannot read the topics' max.message.bytes (%s): assuming 1 MiB", exc)
+        finally:
+            await admin.close()
+        limits = self.settings.record_limits(accepted)
+        for limit in (limits.event, limits.state):
+            if not limit.source.startswith("JOBSPRINT_"):
+                log.warning(
+                    "record limit lowered to %d bytes by the %s: executions whose records "
+                    "would be larger fail with too_large (raise the topic's max.message.bytes "
+                    "to allow more)",
+                    limit.bytes,
+                    limit.source,
+                )
+        return limits
+
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         settings = self.settings
+        self.limits = await self._read_limits()
         self.http = httpx.AsyncClient(follow_redirects=False, timeout=30)
         self.consumer = make_consumer(
             settings.kafka_bootstrap,
