@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -15,6 +16,7 @@ from jobsprint.gateway.auth import Authenticator
 from jobsprint.gateway.errors import install_error_handlers
 from jobsprint.gateway.limits import BodyLimitMiddleware, RateLimiter
 from jobsprint.gateway.routes import executions, health, hooks, workflows
+from jobsprint.gateway.routes.openapi import finish_document
 from jobsprint.gateway.settings import GatewaySettings
 from jobsprint.gateway.telemetry import RequestMetricsMiddleware
 from jobsprint.runtime.postgres import migrate
@@ -30,6 +32,15 @@ class Gateway:
     adapters: Adapters
     auth: Authenticator
     limiter: RateLimiter
+
+
+class GatewayApp(FastAPI):
+    """FastAPI whose `/openapi.json` says what the gateway answers (see `finish_document`)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = finish_document(super().openapi())
+        return self.openapi_schema
 
 
 async def apply_migrations(database_url: str) -> list[str]:
@@ -52,13 +63,15 @@ def create_app(settings: GatewaySettings, *, adapters: Adapters | None = None) -
         finally:
             await used.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Jobsprint API",
         version="1.0",
         description=(
             "Workflow executions. Authenticate with `Authorization: Bearer <token>`; "
             "webhook triggers (`POST /v1/hooks/{hookToken}`) are authenticated by the hook "
-            "token in their URL instead."
+            "token in their URL instead. Every answer is an envelope: "
+            '`{"success": true, "data": …}` or '
+            '`{"success": false, "error": {"code", "message", "details"}}`.'
         ),
         lifespan=lifespan,
     )

@@ -103,6 +103,7 @@ class CommandBus:
     def _replace(self, broken: AIOKafkaProducer, exc: Exception) -> None:
         """A failed send can leave the idempotent producer unusable for good (after a broker
         restart its sequence numbers no longer match): start a fresh one in the background."""
+        stale: AIOKafkaProducer = broken  # (the identity check below narrows `broken`)
         if self._producer is not broken:
             return  # another request already replaced it
         self._producer = None
@@ -110,7 +111,7 @@ class CommandBus:
 
         async def reconnect() -> None:
             with contextlib.suppress(Exception):
-                await broken.stop()
+                await stale.stop()
             await self._connect()
 
         self._connecting = asyncio.create_task(reconnect(), name="kafka-producer-reconnect")

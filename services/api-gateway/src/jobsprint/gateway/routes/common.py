@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
@@ -65,8 +65,18 @@ async def model_body(request: Request, model: type[M]) -> M:
         raise validation_error(exc.errors()) from None
 
 
-def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description=f"1 to {MAX_IDEMPOTENCY_KEY} characters: a repeat of the same request "
+        "with the same key within 24 h answers the execution the first one made",
+    ),
+]
+
+
+def idempotency_key(key: str | None) -> str | None:
+    """The `Idempotency-Key` header's value, checked."""
     if key is None:
         return None
     if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:

@@ -22,12 +22,29 @@ from jobsprint.gateway.adapters import Adapters
 from jobsprint.gateway.auth import require
 from jobsprint.gateway.definitions import step_ids
 from jobsprint.gateway.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from jobsprint.gateway.filters import LOG_LEVELS, ExecutionFilters
+from jobsprint.gateway.filters import EXECUTION_STATUSES, LOG_LEVELS, ExecutionFilters
 from jobsprint.gateway.intake import submit, terminal_check
 from jobsprint.gateway.pagination import make_page, page_request
 from jobsprint.gateway.repository import ExecutionRequest
-from jobsprint.gateway.routes.common import gateway, idempotency_key, model_body, ok
-from jobsprint.gateway.schemas import RetryRequest
+from jobsprint.gateway.routes.common import (
+    IdempotencyKey,
+    gateway,
+    idempotency_key,
+    model_body,
+    ok,
+)
+from jobsprint.gateway.routes.openapi import answers, request_body
+from jobsprint.gateway.schemas import (
+    DeletedResponse,
+    ExecutionAcceptedResponse,
+    ExecutionCancelledResponse,
+    ExecutionCancellingResponse,
+    ExecutionListResponse,
+    ExecutionLogsResponse,
+    ExecutionMetricsResponse,
+    ExecutionResponse,
+    RetryRequest,
+)
 from jobsprint.gateway.shaping import (
     accepted,
     execution_detail,
@@ -46,6 +63,8 @@ Writer = Annotated[Principal, Depends(require(WRITE))]
 # how long cancel and delete wait for the projector to confirm before answering 202
 CONFIRM_WAIT_S = 10.0
 RETRYABLE = ("error", "cancelled")
+GRANULARITIES = ("hour", "day", "week")
+ISO_8601 = "ISO 8601 date or date-time (UTC when it has no offset)"
 
 Row = dict[str, Any]
 
@@ -67,17 +86,21 @@ async def _current_status(
     raise _not_found(execution_id)
 
 
-@router.get("", summary="List executions, newest first (keyset cursors)")
+@router.get(
+    "",
+    summary="List executions, newest first (keyset cursors)",
+    responses=answers({200: ExecutionListResponse}, errors=(400, 401, 403, 429, 503)),
+)
 async def list_executions(
     request: Request,
     principal: Reader,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: str | None = None,
-    before: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
+    after: Annotated[str | None, Query(description="`nextCursor` of the page before")] = None,
+    before: Annotated[str | None, Query(description="`prevCursor` of the page after")] = None,
     workflow_id: Annotated[str | None, Query(alias="workflowId")] = None,
-    status: str | None = None,
-    from_date: Annotated[str | None, Query(alias="fromDate")] = None,
-    to_date: Annotated[str | None, Query(alias="toDate")] = None,
+    status: Annotated[str | None, Query(json_schema_extra={"enum": [*EXECUTION_STATUSES]})] = None,
+    from_date: Annotated[str | None, Query(alias="fromDate", description=ISO_8601)] = None,
+    to_date: Annotated[str | None, Query(alias="toDate", description=ISO_8601)] = None,
 ) -> Response:
     adapters = gateway(request).adapters
     filters = ExecutionFilters.parse(
@@ -99,14 +122,28 @@ async def list_executions(
 @router.get(
     "/metrics",
     summary="Execution metrics (answered by the metrics service)",
-    description="Query parameters: workflowId, fromDate, toDate, granularity (hour|day|week).",
+    description="Over `fromDate`..`toDate` (default: the last 30 days), in `granularity` "
+    "buckets (default: day).",
+    responses=answers({200: ExecutionMetricsResponse}, errors=(400, 401, 403, 429, 503)),
 )
-async def execution_metrics(request: Request, principal: Reader) -> Response:
+async def execution_metrics(
+    request: Request,
+    principal: Reader,
+    workflow_id: Annotated[str | None, Query(alias="workflowId")] = None,
+    from_date: Annotated[str | None, Query(alias="fromDate", description=ISO_8601)] = None,
+    to_date: Annotated[str | None, Query(alias="toDate", description=ISO_8601)] = None,
+    granularity: Annotated[str | None, Query(json_schema_extra={"enum": [*GRANULARITIES]})] = None,
+) -> Response:
     state = gateway(request)
-    params: list[tuple[str, str | int | float | bool | None]] = [
-        (k, v) for k, v in request.query_params.multi_items() if k != "workspaceId"
-    ]
-    params.append(("workspaceId", principal.workspace_id))
+    # the metrics service checks the values; the workspace is always the caller's
+    given = {
+        "workflowId": workflow_id,
+        "fromDate": from_date,
+        "toDate": to_date,
+        "granularity": granularity,
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    params["workspaceId"] = principal.workspace_id
     try:
         answer = await state.adapters.metrics_http.get("/v1/metrics", params=params)
     except httpx.HTTPError as exc:
@@ -120,7 +157,11 @@ async def execution_metrics(request: Request, principal: Reader) -> Response:
     )
 
 
-@router.get("/{execution_id}", summary="An execution with its steps and logs")
+@router.get(
+    "/{execution_id}",
+    summary="An execution with its steps and logs",
+    responses=answers({200: ExecutionResponse}, errors=(400, 401, 403, 404, 429, 503)),
+)
 async def get_execution(request: Request, execution_id: str, principal: Reader) -> Response:
     repository = gateway(request).adapters.repository
     found = await repository.execution_details(principal.workspace_id, execution_id)
@@ -132,12 +173,16 @@ async def get_execution(request: Request, execution_id: str, principal: Reader) 
     raise _not_found(execution_id)
 
 
-@router.get("/{execution_id}/logs", summary="An execution's logs, in order")
+@router.get(
+    "/{execution_id}/logs",
+    summary="An execution's logs, in order",
+    responses=answers({200: ExecutionLogsResponse}, errors=(400, 401, 403, 404, 429, 503)),
+)
 async def get_logs(
     request: Request,
     execution_id: str,
     principal: Reader,
-    level: str | None = None,
+    level: Annotated[str | None, Query(json_schema_extra={"enum": [*LOG_LEVELS]})] = None,
     step_id: Annotated[str | None, Query(alias="stepId")] = None,
 ) -> Response:
     adapters = gateway(request).adapters
@@ -158,6 +203,10 @@ async def get_logs(
     description=(
         "200 once the execution is cancelled; 202 `cancelling` when it has not stopped "
         "within 10 s; 409 when it had already finished (or finished first)."
+    ),
+    responses=answers(
+        {200: ExecutionCancelledResponse, 202: ExecutionCancellingResponse},
+        errors=(400, 401, 403, 404, 409, 429, 503),
     ),
 )
 async def cancel_execution(request: Request, execution_id: str, principal: Writer) -> Response:
@@ -197,16 +246,23 @@ async def cancel_execution(request: Request, execution_id: str, principal: Write
         "Body (all optional): `fromStep` (default: the failed step, else the first step "
         'that did not succeed), `workflowVersion` (`"latest"` or a number; default: the '
         "version the original ran), `inputData` (default: the original input). Steps before "
-        "`fromStep` that succeeded are reused, not run again. Honours `Idempotency-Key`."
+        "`fromStep` that succeeded are reused, not run again. Honours `Idempotency-Key`. "
+        "409 when the execution did not fail and was not cancelled."
     ),
+    responses=answers(
+        {202: ExecutionAcceptedResponse}, errors=(400, 401, 403, 404, 409, 413, 429, 503)
+    ),
+    openapi_extra=request_body(RetryRequest, "What to run again (all optional)"),
 )
-async def retry_execution(request: Request, execution_id: str, principal: Writer) -> Response:
+async def retry_execution(
+    request: Request, execution_id: str, principal: Writer, key_header: IdempotencyKey = None
+) -> Response:
     state = gateway(request)
     adapters = state.adapters
     repository = adapters.repository
     ws = principal.workspace_id
     body = await model_body(request, RetryRequest)
-    key = idempotency_key(request)
+    key = idempotency_key(key_header)
     status, original = await _current_status(adapters, ws, execution_id)
     if original is None or status not in RETRYABLE:
         raise Conflict(
@@ -334,6 +390,10 @@ def _reused_steps(order: list[str], from_step: str, steps: list[Row]) -> list[Re
     summary="Delete a finished execution",
     description="200 once deleted; 202 when the deletion is accepted but not confirmed "
     "within 10 s. Pending or running executions answer 409 (cancel them first).",
+    responses=answers(
+        {200: DeletedResponse, 202: (DeletedResponse, "Accepted; not confirmed within 10 s")},
+        errors=(400, 401, 403, 404, 409, 429, 503),
+    ),
 )
 async def delete_execution(request: Request, execution_id: str, principal: Writer) -> Response:
     adapters = gateway(request).adapters

@@ -10,16 +10,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from jobsprint.gateway.errors import error_body
 from jobsprint.gateway.routes.common import gateway, ok
+from jobsprint.gateway.routes.openapi import answers
+from jobsprint.gateway.schemas import HealthResponse, ReadinessResponse
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive", responses=answers({200: HealthResponse}))
 async def healthz() -> Response:
     return ok({"status": "ok"})
 
 
-@router.get("/readyz", summary="Postgres answers and the Kafka producer is connected")
+@router.get(
+    "/readyz",
+    summary="Postgres answers and the Kafka producer is connected",
+    responses=answers({200: ReadinessResponse}, errors=(503,)),
+)
 async def readyz(request: Request) -> Response:
     adapters = gateway(request).adapters
 

@@ -14,8 +14,15 @@ from jobsprint.events.ids import new_execution_id
 from jobsprint.gateway.errors import InvalidRequest, NotFound
 from jobsprint.gateway.intake import submit
 from jobsprint.gateway.repository import ExecutionRequest
-from jobsprint.gateway.routes.common import gateway, idempotency_key, json_body, ok
-from jobsprint.gateway.schemas import ExecuteOptions
+from jobsprint.gateway.routes.common import (
+    IdempotencyKey,
+    gateway,
+    idempotency_key,
+    json_body,
+    ok,
+)
+from jobsprint.gateway.routes.openapi import answers, request_body
+from jobsprint.gateway.schemas import ExecuteOptions, ExecutionAcceptedResponse
 from jobsprint.gateway.shaping import accepted
 
 router = APIRouter(prefix="/v1/hooks", tags=["webhooks"])
@@ -32,8 +39,14 @@ _HOOK_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
         "Any JSON object is accepted as the execution's `inputData` (an empty body is {}). "
         "Answers 202 with the execution id; unknown or deleted hooks answer 404."
     ),
+    responses=answers({202: ExecutionAcceptedResponse}, errors=(400, 404, 409, 413, 429, 503)),
+    openapi_extra=request_body(
+        {"type": "object", "additionalProperties": True}, "The execution's inputData"
+    ),
 )
-async def trigger_hook(request: Request, hook_token: str) -> Response:
+async def trigger_hook(
+    request: Request, hook_token: str, key_header: IdempotencyKey = None
+) -> Response:
     state = gateway(request)
     adapters = state.adapters
     if not _HOOK_TOKEN.match(hook_token):
@@ -50,7 +63,7 @@ async def trigger_hook(request: Request, hook_token: str) -> Response:
             "the webhook body must be a JSON object",
             [{"field": "", "message": "must be a JSON object"}],
         )
-    key = idempotency_key(request)
+    key = idempotency_key(key_header)
     requested_at = utcnow()
     execution = ExecutionRequest(
         id=new_execution_id(),

@@ -17,13 +17,23 @@ from jobsprint.gateway.intake import submit, terminal_check
 from jobsprint.gateway.pagination import make_page, page_request
 from jobsprint.gateway.repository import ExecutionRequest
 from jobsprint.gateway.routes.common import (
+    IdempotencyKey,
     gateway,
     idempotency_key,
     json_body,
     model_body,
     ok,
 )
-from jobsprint.gateway.schemas import ExecuteRequest
+from jobsprint.gateway.routes.openapi import answers, request_body
+from jobsprint.gateway.schemas import (
+    DeletedResponse,
+    ExecuteRequest,
+    ExecutionAcceptedResponse,
+    ExecutionCompletedResponse,
+    WorkflowListResponse,
+    WorkflowRequest,
+    WorkflowResponse,
+)
 from jobsprint.gateway.shaping import accepted, completed, workflow_item
 from jobsprint.gateway.tokens import READ, WORKFLOWS, WRITE, Principal, new_hook_token
 
@@ -34,11 +44,23 @@ WorkflowWriter = Annotated[Principal, Depends(require(WORKFLOWS))]
 Executor = Annotated[Principal, Depends(require(WRITE))]
 
 
+DEFINITION = request_body(WorkflowRequest, "The workflow definition", required=True)
+
+
 def _not_found(workflow_id: str) -> NotFound:
     return NotFound(f"workflow {workflow_id} not found")
 
 
-@router.post("", status_code=201, summary="Create a workflow (version 1)")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a workflow (version 1)",
+    responses=answers(
+        {201: (WorkflowResponse, "Created: the workflow")},
+        errors=(400, 401, 403, 413, 429, 503),
+    ),
+    openapi_extra=DEFINITION,
+)
 async def create_workflow(request: Request, principal: WorkflowWriter) -> Response:
     state = gateway(request)
     definition = validated_definition(await json_body(request))
@@ -57,7 +79,11 @@ async def create_workflow(request: Request, principal: WorkflowWriter) -> Respon
     )
 
 
-@router.get("", summary="List workflows, newest first")
+@router.get(
+    "",
+    summary="List workflows, newest first",
+    responses=answers({200: WorkflowListResponse}, errors=(400, 401, 403, 429, 503)),
+)
 async def list_workflows(
     request: Request,
     principal: WorkflowReader,
@@ -79,7 +105,11 @@ async def list_workflows(
     return ok([workflow_item(row, public) for row in result.items], pagination=result.pagination())
 
 
-@router.get("/{workflow_id}", summary="A workflow with its current version")
+@router.get(
+    "/{workflow_id}",
+    summary="A workflow with its current version",
+    responses=answers({200: WorkflowResponse}, errors=(400, 401, 403, 404, 429, 503)),
+)
 async def get_workflow(request: Request, workflow_id: str, principal: WorkflowReader) -> Response:
     state = gateway(request)
     row = await state.adapters.repository.workflow(principal.workspace_id, workflow_id)
@@ -88,7 +118,12 @@ async def get_workflow(request: Request, workflow_id: str, principal: WorkflowRe
     return ok(workflow_item(row, state.settings.public_base))
 
 
-@router.put("/{workflow_id}", summary="Replace the definition (stored as a new version)")
+@router.put(
+    "/{workflow_id}",
+    summary="Replace the definition (stored as a new version)",
+    responses=answers({200: WorkflowResponse}, errors=(400, 401, 403, 404, 413, 429, 503)),
+    openapi_extra=DEFINITION,
+)
 async def update_workflow(
     request: Request, workflow_id: str, principal: WorkflowWriter
 ) -> Response:
@@ -106,7 +141,11 @@ async def update_workflow(
     return ok(workflow_item(row, state.settings.public_base))
 
 
-@router.delete("/{workflow_id}", summary="Delete a workflow (its executions stay)")
+@router.delete(
+    "/{workflow_id}",
+    summary="Delete a workflow (its executions stay)",
+    responses=answers({200: DeletedResponse}, errors=(400, 401, 403, 404, 429, 503)),
+)
 async def delete_workflow(
     request: Request, workflow_id: str, principal: WorkflowWriter
 ) -> Response:
@@ -129,13 +168,20 @@ async def delete_workflow(
         "characters) makes retries of the same request within 24 h return the same "
         "execution."
     ),
+    responses=answers(
+        {200: ExecutionCompletedResponse, 202: ExecutionAcceptedResponse},
+        errors=(400, 401, 403, 404, 409, 413, 429, 503),
+    ),
+    openapi_extra=request_body(ExecuteRequest, "Input and options (all optional)"),
 )
-async def execute_workflow(request: Request, workflow_id: str, principal: Executor) -> Response:
+async def execute_workflow(
+    request: Request, workflow_id: str, principal: Executor, key_header: IdempotencyKey = None
+) -> Response:
     state = gateway(request)
     adapters = state.adapters
     body = await model_body(request, ExecuteRequest)
     options = body.effective_options
-    key = idempotency_key(request)
+    key = idempotency_key(key_header)
     workflow = await adapters.repository.workflow(principal.workspace_id, workflow_id)
     if workflow is None:
         raise _not_found(workflow_id)
