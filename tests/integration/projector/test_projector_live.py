@@ -271,3 +271,28 @@ async def test_a_rebuild_matches_the_live_read_model(
     again = await rebuild(settings, "rebuild_test")  # an existing schema is replaced
     async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
         assert (await compare_schemas(conn, "public", again.schema))[0]
+
+
+async def test_waiting_for_fuller_batches_projects_the_same_read_model(
+    settings: ProjectorSettings,
+    topics: Topics,
+    database: str,
+    publisher: Any,
+    make_workload: Any,
+    run_projector: Any,
+    caught_up: Any,
+) -> None:
+    """`projector_batch_wait_ms` tops small polls up with what arrives meanwhile: events sent
+    in a trickle while it runs end as the same read model as a rebuild."""
+    waiting = settings.model_copy(update={"projector_batch_wait_ms": 20})
+    events = make_workload(60)
+    async with run_projector(waiting) as projector:
+        for start in range(0, len(events), 7):
+            await publisher.send(events[start : start + 7])
+            await asyncio.sleep(0.005)
+        await caught_up(database, topics.events, publisher.last_offsets, task=projector.task)
+    await rebuild(settings, "rebuild_waiting")
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        same, report = await compare_schemas(conn, "public", "rebuild_waiting")
+        assert same, "\n".join(report)
+        assert (await table_checksums(conn, "public"))["executions"].rows == 54

@@ -42,12 +42,14 @@ class Projector:
         producer: AIOKafkaProducer,
         topics: Topics,
         batch_max: int,
+        batch_wait_ms: int = 0,
     ) -> None:
         self._conn = conn
         self._consumer = consumer
         self._producer = producer
         self._topics = topics
         self._batch_max = batch_max
+        self._batch_wait_s = batch_wait_ms / 1000
         # Held while a batch is applied; a rebalance waits for it, so a revoked partition's
         # batch is committed (or not at all) before another member reads its checkpoint.
         self._batch_lock = asyncio.Lock()
@@ -71,6 +73,8 @@ class Projector:
                     timeout_ms=POLL_TIMEOUT_MS, max_records=self._batch_max
                 )
                 records = [r for rs in batches.values() for r in rs]
+                if records and len(records) < self._batch_max and self._batch_wait_s > 0:
+                    records += await self._top_up(len(records))
                 if records:
                     await self.apply(records)
                 now = time.monotonic()
@@ -81,6 +85,13 @@ class Projector:
             await self.commit_to_kafka()
         finally:
             self.running = False
+
+    async def _top_up(self, have: int) -> list[Record]:
+        """A small batch costs nearly the round trips of a full one: wait a moment for what
+        the executors are about to commit, then take what has arrived, without blocking."""
+        await asyncio.sleep(self._batch_wait_s)
+        more = await self._consumer.getmany(timeout_ms=0, max_records=self._batch_max - have)
+        return [r for rs in more.values() for r in rs]
 
     async def apply(self, records: Sequence[Record]) -> None:
         started = time.perf_counter()

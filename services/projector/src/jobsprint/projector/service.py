@@ -52,6 +52,7 @@ async def serve(settings: ProjectorSettings, stop: asyncio.Event) -> None:
             producer=producer,
             topics=topics,
             batch_max=settings.projector_batch_max,
+            batch_wait_ms=settings.projector_batch_wait_ms,
         )
 
         async def ready() -> str | None:

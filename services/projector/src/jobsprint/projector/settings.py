@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from jobsprint.runtime.settings import CommonSettings
 
@@ -30,6 +30,10 @@ class ProjectorSettings(CommonSettings):
     """Port of the ops endpoint; 0 picks a free one."""
     projector_batch_max: int = 2000
     """Most events folded and written in one Postgres transaction."""
+    projector_batch_wait_ms: int = Field(0, ge=0, le=1000)
+    """When a poll brings fewer than `projector_batch_max` events, wait this long for more
+    before folding them: fewer, larger transactions under load, at most this much added to
+    the time until an event is visible."""
     projector_group: str = ""
     """Kafka consumer group; empty means `<topic_prefix>.projector`."""
     projector_instance_id: str = ""
