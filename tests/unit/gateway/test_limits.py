@@ -11,7 +11,7 @@ from jobsprint.gateway.errors import InvalidJson, RateLimited
 from jobsprint.gateway.limits import (
     BodyLimitMiddleware,
     RateLimiter,
-    json_depth_exceeds,
+    find_problem,
     parse_json,
 )
 
@@ -25,13 +25,19 @@ def nested(depth: int) -> Any:
     return doc
 
 
+def deep(value: Any) -> bool:
+    problem = find_problem(value)
+    return problem is not None and problem[1] == "deep"
+
+
 def test_depth_counts_containers() -> None:
-    assert not json_depth_exceeds(1)
-    assert not json_depth_exceeds({})
-    assert not json_depth_exceeds(nested(32))
-    assert json_depth_exceeds(nested(33))
-    assert not json_depth_exceeds({"a": [1, {"b": 2}], "c": nested(31)})
-    assert json_depth_exceeds([1, 2, {"a": nested(32)}])
+    assert not deep(1)
+    assert not deep({})
+    assert not deep(nested(32))
+    assert deep(nested(33))
+    assert not deep({"a": [1, {"b": 2}], "c": nested(31)})
+    assert deep([1, 2, {"a": nested(32)}])
+    assert find_problem({"a": [{"b": "x\x00"}]}) == ("a[0].b", "nul")
 
 
 def test_parse_json_refuses_deep_and_broken_documents() -> None:

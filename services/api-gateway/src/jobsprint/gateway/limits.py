@@ -24,13 +24,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # --- JSON ------------------------------------------------------------------------------------
 
 
-def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when containers nest deeper than `limit` (a bare object or array is depth 1)."""
-    problem = _find_problem(value, limit)
-    return problem is not None and problem[1] == "deep"
-
-
-def _find_problem(value: Any, limit: int) -> tuple[str, str] | None:
+def find_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
     """(path, "deep" | "nul") of the first container nested deeper than `limit` or the first
     string holding a NUL character (Postgres cannot store one). Iterative, so a hostile
     document cannot exhaust the Python stack."""
@@ -74,7 +68,7 @@ def parse_json(raw: bytes, *, limit: int = MAX_JSON_DEPTH) -> Any:
         if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
             raise _too_deep(limit, "(body)") from None
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
-    problem = _find_problem(doc, limit)
+    problem = find_problem(doc, limit)
     if problem is not None:
         path, kind = problem
         field = _short(path)
