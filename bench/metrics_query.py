@@ -3,11 +3,15 @@
     python bench/metrics_query.py /tmp/bench-chdb [--rows 10000000] [--runs 20] [--reuse]
 
 Generates N executions straight into the `executions` table (the loader's schema and row
-format, bulk-made by `INSERT … SELECT FROM numbers(N)`), merges them as a long-running
-service's table would be, adds a tail of recent unmerged updates (newer versions of recent
-executions, in many small inserts, as the loader writes them), then times the API's own
-`execution_metrics` (both of its SQL reads and the response shaping) for several filters and
-prints p50/p95 per filter as JSON.
+format, bulk-made by `INSERT … SELECT FROM numbers(N)`) and the finished ones into
+`finished_executions` (the rows the loader writes there for them), merges both as a
+long-running service's tables would be, adds a tail of recent unmerged updates (newer
+versions of recent executions, in many small inserts, to both tables as the loader writes
+them), then times the API's own `execution_metrics` (both of its SQL reads and the response
+shaping) for several filters and prints p50/p95 per filter as JSON.
+
+With --reuse, data generated before is kept (a folder from before `finished_executions`
+existed gets it filled by `create_schema`, as the service's own folder would).
 
 Shape of the data: 20 workspaces, one of them holding half of all executions; 50 workflows
 per workspace; creation times uniform over the 90 days before --now; 88% success, 8% error,
@@ -29,7 +33,13 @@ from pathlib import Path
 
 from jobsprint.metrics.clickhouse import AsyncClickHouse, ChdbClickHouse
 from jobsprint.metrics.queries import MetricsQuery, execution_metrics
-from jobsprint.metrics.schema import EXECUTION_COLUMNS, create_schema
+from jobsprint.metrics.schema import (
+    EXECUTION_COLUMNS,
+    FINISHED_COLUMNS,
+    FINISHED_FROM_EXECUTIONS,
+    FINISHED_TABLE,
+    create_schema,
+)
 
 WORKSPACES = 20
 WORKFLOWS = 50
@@ -76,17 +86,37 @@ FROM (
 """
 
 
+def finished_sql(database: str, where: str = "1", version: str = "version") -> str:
+    """The finished_executions rows of the executions rows matching `where`: what the loader
+    writes for them (finished_row), deleted ones included."""
+    return f"""
+INSERT INTO {database}.{FINISHED_TABLE} ({", ".join(FINISHED_COLUMNS)})
+SELECT * REPLACE ({version} AS version) FROM (
+    SELECT {FINISHED_FROM_EXECUTIONS} FROM {database}.executions
+    WHERE status IN ('success', 'error') AND {where}
+)
+SETTINGS max_partitions_per_insert_block = 0
+"""
+
+
 def recent_updates_sql(database: str, since_ms: int, version: int, part: int, parts: int) -> str:
     """Newer versions of executions created since `since_ms` (one slice of them), as the loader
-    writes when they finish: unmerged parts overlapping the merged ones."""
+    writes when they finish: unmerged parts overlapping the merged ones. The loader writes
+    the finished_executions rows first (see finished_sql), then these."""
     columns = ", ".join(EXECUTION_COLUMNS)
     return f"""
 INSERT INTO {database}.executions ({columns})
 SELECT * REPLACE ({version} AS version)
 FROM {database}.executions
-WHERE created_at >= fromUnixTimestamp64Milli({since_ms}, 'UTC')
-  AND cityHash64(execution_id) % {parts} = {part}
+WHERE {recent_where(since_ms, part, parts)}
 """
+
+
+def recent_where(since_ms: int, part: int, parts: int) -> str:
+    return (
+        f"created_at >= fromUnixTimestamp64Milli({since_ms}, 'UTC')"
+        f" AND cityHash64(execution_id) % {parts} = {part}"
+    )
 
 
 def filters(now: datetime) -> dict[str, MetricsQuery]:
@@ -128,23 +158,36 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     )
     if existing:
         [[stored]] = await ch.query(f"SELECT count() FROM {db}.executions FINAL")
-    if not (args.reuse and existing and stored >= args.rows * 0.99):
+    if args.reuse and existing and stored >= args.rows * 0.99:
+        started = time.perf_counter()
+        create_schema(ch.sync, db)  # fills finished_executions in a folder from before it
+        report["schema_s"] = round(time.perf_counter() - started, 1)
+    else:
         started = time.perf_counter()
         await ch.command(f"DROP DATABASE IF EXISTS {db}")
         create_schema(ch.sync, db)
         await ch.command(generate_sql(db, args.rows, now_ms))
+        await ch.command(finished_sql(db))
         await ch.command(f"OPTIMIZE TABLE {db}.executions FINAL")
+        await ch.command(f"OPTIMIZE TABLE {db}.{FINISHED_TABLE} FINAL")
         since_ms = now_ms - 2 * 3_600_000
         for part in range(args.recent_parts):
+            recent = recent_where(since_ms, part, args.recent_parts)
+            await ch.command(finished_sql(db, recent, "11"))
             await ch.command(recent_updates_sql(db, since_ms, 11, part, args.recent_parts))
         report["generate_s"] = round(time.perf_counter() - started, 1)
-    [[rows, parts]] = await ch.query(
-        f"SELECT sum(rows), count() FROM system.parts WHERE database = '{db}'"
-        " AND table = 'executions' AND active"
-    )
+    for table in ("executions", FINISHED_TABLE):
+        [[rows, parts]] = await ch.query(
+            f"SELECT sum(rows), count() FROM system.parts WHERE database = '{db}'"
+            f" AND table = '{table}' AND active"
+        )
+        if table == "executions":
+            report["stored_rows"] = rows
+            report["active_parts"] = parts
+        else:
+            report["finished_rows"] = rows
+            report["finished_active_parts"] = parts
     report["load_average_1m_before"] = round(os.getloadavg()[0], 2)
-    report["stored_rows"] = rows
-    report["active_parts"] = parts
     results: dict[str, object] = {}
     for name, query in filters(now).items():
         for _ in range(2):  # warm caches

@@ -90,8 +90,9 @@ class Work:
             fold = Fold(self.cache)
             for envelope in envelopes:
                 fold.apply(envelope)
+            finished = fold.finished_rows()
             executions, steps = fold.rows()
-            await self.store.write(executions, steps)
+            await self.store.write(executions, steps, finished)
         self.done += len(values)
         self.last = time.perf_counter()
 

@@ -125,7 +125,7 @@ async def test_analyst_sql_reads_and_refuses_writes(
         assert ok.status_code == 200, ok.text
         assert ok.json()["data"] == {
             "columns": ["name"],
-            "rows": [["checkpoints"], ["executions"], ["steps"]],
+            "rows": [["checkpoints"], ["executions"], ["finished_executions"], ["steps"]],
             "truncated": False,
         }
         # unqualified names resolve in the service's database
@@ -199,10 +199,11 @@ async def test_the_clickhouse_connect_adapter_runs_the_same_sql(
     fold = Fold({})
     for envelope in dataset.events():
         fold.apply(envelope)
+    finished = fold.finished_rows()
     executions, steps = fold.rows()
     connected = AsyncClickHouse(server)
     store = LoaderStore(connected, chdb_database)
-    await store.write(executions, steps)
+    await store.write(executions, steps, finished)
     await store.save_checkpoints("topic", {0: 17})
     assert await store.checkpoints("topic") == {0: 17}
     stored = await store.load({x.execution_id: x.workspace_id for x in dataset.executions[:5]})
@@ -267,8 +268,9 @@ async def test_a_percentile_on_a_rounding_edge_is_read_exactly(
                 time=finished,
             )
         )
+    finished = fold.finished_rows()
     executions, steps = fold.rows()
-    await LoaderStore(metrics_db, chdb_database).write(executions, steps)
+    await LoaderStore(metrics_db, chdb_database).write(executions, steps, finished)
 
     counting = CountingClickHouse(metrics_db)
     query = parse_metrics_query(

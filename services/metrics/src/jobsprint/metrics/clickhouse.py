@@ -112,7 +112,7 @@ class ChdbClickHouse:
         self.path = path
         self._lock = threading.Lock()
         try:
-            self._conn = chdb.connect(str(path))
+            self._conn = chdb.connect(str(path))  # type: ignore[no-untyped-call]  # chdb is untyped
         except Exception as exc:
             check_chdb_folder_free(path)  # the likely cause, said plainly
             raise ClickHouseError(f"cannot open chDB at {path}: {exc}") from None

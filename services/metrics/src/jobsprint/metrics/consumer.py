@@ -6,10 +6,13 @@ Why a kill -9 at any moment neither loses nor double-counts an execution:
 * Positions live in ClickHouse (`checkpoints`, one row per partition: the next offset to
   load), not in Kafka. On start the consumer seeks every partition to its checkpoint, or to
   the beginning when there is none.
-* A batch is written in a fixed order: its rows (`steps`, then `executions`), and only then
-  the checkpoint of every partition it read (the position after the batch; the table keeps
-  the highest per partition). A checkpoint therefore never runs ahead of the rows: a crash
-  before it loses nothing, because the events are read again.
+* A batch is written in a fixed order: its rows (`steps`, `finished_executions`, then
+  `executions`), and only then the checkpoint of every partition it read (the position
+  after the batch; the table keeps the highest per partition). A checkpoint therefore never
+  runs ahead of the rows: a crash before it loses nothing, because the events are read
+  again. `finished_executions` goes before `executions` because its rows are derived from
+  the execution's state: were the executions row stored first, a crash there would leave a
+  replay nothing new to fold, and the finished row would never be written.
 * Reading them again cannot double-count. A row is an execution's (or step's) whole state,
   not an increment, versioned by the `seq` of the last event folded into it, and the tables
   are ReplacingMergeTree(version) read with FINAL: one row per execution however often it
@@ -91,6 +94,7 @@ def decode_all(
 class Folded:
     executions: list[tuple[Any, ...]] = field(default_factory=list)
     steps: list[tuple[Any, ...]] = field(default_factory=list)
+    finished: list[tuple[Any, ...]] = field(default_factory=list)
     refused: list[tuple[Record, str]] = field(default_factory=list)  # for the dead letters
     outcomes: Counter[Outcome] = field(default_factory=Counter)
 
@@ -106,6 +110,7 @@ def fold_all(
             folded.outcomes[fold.apply(envelope)] += 1
         except LoadError as exc:
             folded.refused.append((record, str(exc)))
+    folded.finished = fold.finished_rows()
     folded.executions, folded.steps = fold.rows()
     return folded
 
@@ -199,10 +204,11 @@ class EventsLoader:
             await self._dead_letter(record, reason)
         for outcome, count in folded.outcomes.items():
             telemetry.EVENTS.labels(outcome.value).inc(count)
-        executions, steps = folded.executions, folded.steps
-        await self._store.write(executions, steps)
+        executions, steps, finished = folded.executions, folded.steps, folded.finished
+        await self._store.write(executions, steps, finished)
         telemetry.ROWS_LOADED.labels("executions").inc(len(executions))
         telemetry.ROWS_LOADED.labels("steps").inc(len(steps))
+        telemetry.ROWS_LOADED.labels("finished_executions").inc(len(finished))
         await self._checkpoint()
         self._evict()
         telemetry.BATCH_EVENTS.observe(len(records))

@@ -8,8 +8,15 @@ the same events twice writes nothing new, and folding them from a stored state g
 rows as folding them from scratch.
 
 Versions are kept per row: step events advance their step's version, execution events the
-execution's. Then the order the consumer writes the two tables in cannot matter after a
-crash: whichever rows made it carry their own versions.
+execution's. Then the order the consumer writes `steps` and `executions` in cannot matter
+after a crash: whichever rows made it carry their own versions.
+
+`finished_executions` (what the metrics query reads) holds the executions rows again,
+narrowed to the ones that finished with success or error: `finished_rows` gives the new
+row of each whose finished row changed (`deleted` once deleted), and a `deleted` row under
+the old `finished_at` of one that no longer counts there (another terminal event after the
+first). Those rows follow from the executions' states before and after the fold, so the
+consumer writes them before `executions` (consumer.py says why).
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ from jobsprint.events import (
     StepFailed,
     StepStarted,
 )
-from jobsprint.metrics.schema import EXECUTION_COLUMNS, STEP_COLUMNS
+from jobsprint.metrics.schema import EXECUTION_COLUMNS, FINISHED_COLUMNS, STEP_COLUMNS
 
+COUNTED_STATUSES = ("success", "error")  # what the metrics count, by finished_at
 UINT32_MAX = 2**32 - 1
 INT64_MAX = 2**63 - 1
 ERROR_MESSAGE_MAX = 2000  # characters kept of an error message
@@ -138,6 +146,28 @@ class ExecutionState:
         )
 
 
+def finished_row(state: ExecutionState) -> tuple[Any, ...] | None:
+    """The `finished_executions` row (FINISHED_COLUMNS) of `state`; None unless it finished
+    with success or error."""
+    if state.status not in COUNTED_STATUSES or state.finished_at is None:
+        return None
+    return (
+        state.workspace_id,
+        state.finished_at,
+        state.workflow_id,
+        state.execution_id,
+        state.version,
+        state.status,
+        state.duration_ms or 0,
+        state.deleted,
+    )
+
+
+_FINISHED_AT = FINISHED_COLUMNS.index("finished_at")
+_FINISHED_VERSION = FINISHED_COLUMNS.index("version")
+_FINISHED_DELETED = FINISHED_COLUMNS.index("deleted")
+
+
 def execution_from_row(row: Mapping[str, Any]) -> ExecutionState:
     """The state a stored `executions` row holds (columns by name)."""
     values = {name: row[name] for name in EXECUTION_COLUMNS}
@@ -152,12 +182,15 @@ def step_from_row(row: Mapping[str, Any]) -> StepState:
 
 class Fold:
     """Folds events, in partition order, into the executions in `known` (execution id ->
-    state), which it updates; `rows()` gives the rows to write for what changed."""
+    state), which it updates; `rows()` and `finished_rows()` give the rows to write for
+    what changed."""
 
     def __init__(self, known: MutableMapping[str, ExecutionState]) -> None:
         self.known = known
         self._executions: dict[str, None] = {}  # touched, in first-touch order
         self._steps: dict[tuple[str, str], None] = {}
+        # finished row of each execution seen, as stored before this fold changed it
+        self._finished_before: dict[str, tuple[Any, ...] | None] = {}
 
     @staticmethod
     def starts_execution(event: Envelope[Payload]) -> bool:
@@ -173,6 +206,8 @@ class Fold:
         _check_numbers(data)
         execution_id = event.execution_id
         state = self.known.get(execution_id)
+        if execution_id not in self._finished_before:
+            self._finished_before[execution_id] = None if state is None else finished_row(state)
         if isinstance(data, ExecutionRequested):
             if state is not None:
                 return Outcome.DUPLICATE
@@ -236,6 +271,28 @@ class Fold:
         self._executions.clear()
         self._steps.clear()
         return executions, steps
+
+    def finished_rows(self) -> list[tuple[Any, ...]]:
+        """Rows of `finished_executions` for everything folded since the last call: the
+        current row of each execution whose finished row changed, and a `deleted` row under
+        the old `finished_at` of one that no longer counts there."""
+        rows = []
+        for execution_id, before in self._finished_before.items():
+            state = self.known.get(execution_id)
+            if state is None:
+                continue
+            after = finished_row(state)
+            if after is not None and after != before:
+                rows.append(after)
+            if before is not None and (
+                after is None or after[_FINISHED_AT] != before[_FINISHED_AT]
+            ):
+                withdrawn = list(before)
+                withdrawn[_FINISHED_VERSION] = state.version
+                withdrawn[_FINISHED_DELETED] = 1
+                rows.append(tuple(withdrawn))
+        self._finished_before.clear()
+        return rows
 
     def _apply_step(
         self,

@@ -9,7 +9,13 @@ from typing import Any
 
 from jobsprint.metrics.clickhouse import AsyncClickHouse
 from jobsprint.metrics.loader import ExecutionState, execution_from_row, step_from_row
-from jobsprint.metrics.schema import CHECKPOINT_COLUMNS, EXECUTION_COLUMNS, STEP_COLUMNS
+from jobsprint.metrics.schema import (
+    CHECKPOINT_COLUMNS,
+    EXECUTION_COLUMNS,
+    FINISHED_COLUMNS,
+    FINISHED_TABLE,
+    STEP_COLUMNS,
+)
 
 Row = Sequence[Any]
 
@@ -48,9 +54,14 @@ class LoaderStore:
                     state.steps[row["step_id"]] = step_from_row(row)
         return found
 
-    async def write(self, executions: Sequence[Row], steps: Sequence[Row]) -> None:
-        await self.ch.insert(f"{self.database}.steps", steps, STEP_COLUMNS)
-        await self.ch.insert(f"{self.database}.executions", executions, EXECUTION_COLUMNS)
+    async def write(
+        self, executions: Sequence[Row], steps: Sequence[Row], finished: Sequence[Row]
+    ) -> None:
+        """Rows of one batch, `executions` last (consumer.py says why)."""
+        db = self.database
+        await self.ch.insert(f"{db}.steps", steps, STEP_COLUMNS)
+        await self.ch.insert(f"{db}.{FINISHED_TABLE}", finished, FINISHED_COLUMNS)
+        await self.ch.insert(f"{db}.executions", executions, EXECUTION_COLUMNS)
 
     async def checkpoints(self, topic: str) -> dict[int, int]:
         """Partition -> next offset to load."""
