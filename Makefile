@@ -36,7 +36,8 @@ LINT_PATHS := libs services tests scripts $(wildcard bench)
 lint: install
 	$(RUN) ruff check $(LINT_PATHS)
 	$(RUN) ruff format --check $(LINT_PATHS)
-	$(RUN) mypy -p jobsprint.events -p jobsprint.runtime -p jobsprint.workflows
+	$(RUN) mypy -p jobsprint.events -p jobsprint.runtime -p jobsprint.workflows \
+		-p jobsprint.gateway -p jobsprint.executor -p jobsprint.projector -p jobsprint.metrics
 
 format:
 	$(RUN) ruff format libs services tests scripts bench
