@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 UPKEEP_LOCK = 727_002  # pg_advisory_xact_lock key: one gateway tidies at a time
 PRUNE_BATCH = 5_000
+MARK_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,15 @@ async def tidy_requests(
         locked = await cur.fetchone()
         if not (locked and locked[0]):
             return None
+        # bounded, so the first pass after an upgrade (every old row unmarked) stays short
         marked = await conn.execute(
-            "UPDATE execution_requests r SET projected = true"
-            " WHERE NOT r.projected"
+            "UPDATE execution_requests SET projected = true WHERE ctid = ANY(ARRAY("
+            " SELECT r.ctid FROM execution_requests r WHERE NOT r.projected"
             " AND (EXISTS (SELECT 1 FROM executions e WHERE e.id = r.id)"
             " OR EXISTS (SELECT 1 FROM projector_deleted_executions d"
             " WHERE d.execution_id = r.id))"
+            " LIMIT %s))",
+            (MARK_BATCH,),
         )
         dropped = await conn.execute(
             "DELETE FROM execution_requests"
