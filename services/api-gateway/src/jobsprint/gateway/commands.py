@@ -29,7 +29,7 @@ class CommandBus:
         partitions: int | None = None,
         client_id: str = "jobsprint-gateway",
         retry_every_s: float = 2.0,
-        linger_ms: int = 5,
+        linger_ms: int = 1,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics

@@ -28,7 +28,7 @@ class GatewaySettings(CommonSettings):
     """Base URL of the metrics service that `GET /v1/executions/metrics` proxies to."""
     pg_pool_max: int = Field(20, ge=1)
     """Largest number of Postgres connections in the gateway's pool."""
-    command_linger_ms: int = Field(5, ge=0, le=1000)
+    command_linger_ms: int = Field(1, ge=0, le=1000)
     """How long the command producer waits to batch commands into one Kafka request: fewer
     requests for the broker under load, at most this much added to an execute's answer."""
     request_upkeep_interval_s: float = Field(1.0, gt=0)

@@ -24,7 +24,7 @@ class ExecutorSettings(CommonSettings):
     """Kafka consumer group of the executors (default: `<topic_prefix>.executor`)."""
     executor_max_in_flight: int = 2000
     """Executions one process runs concurrently; beyond it, new commands wait in Kafka."""
-    executor_commit_interval_ms: int = 5
+    executor_commit_interval_ms: int = 2
     """How long events gather before one Kafka transaction commits them."""
     executor_grace_seconds: float = 20.0
     """On SIGTERM, how long running steps may finish before the process leaves the group."""
