@@ -1,5 +1,5 @@
-"""The gateway's adapters (Postgres pool, Kafka producer, LISTEN task, metrics client),
-built from settings by the app's lifespan, or handed in by tests."""
+"""The gateway's adapters (Postgres pool, Kafka producer, LISTEN task, metrics client,
+workflow cache), built from settings by the app's lifespan, or handed in by tests."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from jobsprint.gateway.repository import ABANDONED_AFTER, IDEMPOTENCY_WINDOW, Re
 from jobsprint.gateway.settings import GatewaySettings
 from jobsprint.gateway.upkeep import run_upkeep
 from jobsprint.gateway.waiters import ExecutionWaiters
+from jobsprint.gateway.workflow_cache import Row, WorkflowCache
 from jobsprint.runtime.postgres import make_pool
 
 
@@ -26,6 +27,7 @@ class Adapters:
     commands: CommandBus
     waiters: ExecutionWaiters
     metrics_http: httpx.AsyncClient
+    workflows: WorkflowCache = field(default_factory=WorkflowCache)
     upkeep_interval_s: float = 1.0
     _upkeep: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _pool_check: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
@@ -36,6 +38,14 @@ class Adapters:
         fail one more request after Postgres returns."""
         if self._pool_check is None or self._pool_check.done():
             self._pool_check = asyncio.create_task(self.pool.check())
+
+    async def current_workflow(self, workspace_id: str, workflow_id: str) -> Row | None:
+        """The workflow with its current definition (cached; see workflow_cache.py)."""
+        return await self.workflows.get(
+            workspace_id,
+            workflow_id,
+            lambda: self.repository.workflow(workspace_id, workflow_id),
+        )
 
     async def start(self) -> None:
         await self.pool.open(wait=True, timeout=10)
@@ -63,6 +73,7 @@ class Adapters:
 
 def build_adapters(settings: GatewaySettings) -> Adapters:
     pool = make_pool(settings.database_url, max_size=settings.pg_pool_max, name="gateway")
+    workflows = WorkflowCache()
     return Adapters(
         pool=pool,
         repository=Repository(pool),
@@ -72,7 +83,8 @@ def build_adapters(settings: GatewaySettings) -> Adapters:
             partitions=settings.partitions,
             linger_ms=settings.command_linger_ms,
         ),
-        waiters=ExecutionWaiters(settings.database_url),
+        waiters=ExecutionWaiters(settings.database_url, workflows=workflows),
+        workflows=workflows,
         metrics_http=httpx.AsyncClient(
             base_url=settings.metrics_url, timeout=httpx.Timeout(10.0, connect=2.0)
         ),

@@ -3,7 +3,10 @@ LISTENs on `jobsprint_executions` (the projector notifies `<execution_id> <statu
 committing a terminal status, `<execution_id> deleted` after a deletion) and wakes the
 requests waiting on that execution. A waiter re-checks the table right after registering,
 so a notification that came before it registered is never lost, and re-checks every
-`poll_s` anyway, so a lost connection only slows it down."""
+`poll_s` anyway, so a lost connection only slows it down.
+
+The same connection LISTENs on `jobsprint_workflows` for the workflow cache
+(workflow_cache.py), which serves only while it listens."""
 
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ from typing import TypeVar
 
 import psycopg
 
+from jobsprint.gateway import workflow_cache
+from jobsprint.gateway.workflow_cache import WorkflowCache
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "jobsprint_executions"
@@ -23,8 +29,16 @@ T = TypeVar("T")
 
 
 class ExecutionWaiters:
-    def __init__(self, conninfo: str, *, poll_s: float = 1.0, reconnect_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        poll_s: float = 1.0,
+        reconnect_s: float = 1.0,
+        workflows: WorkflowCache | None = None,
+    ) -> None:
         self.conninfo = conninfo
+        self.workflows = workflows
         self.poll_s = poll_s
         self.reconnect_s = reconnect_s
         self._waiting: defaultdict[str, set[asyncio.Future[str]]] = defaultdict(set)
@@ -47,14 +61,23 @@ class ExecutionWaiters:
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    if self.workflows is not None:
+                        await conn.execute(f"LISTEN {workflow_cache.CHANNEL}")
+                        self.workflows.listening()
                     self.listening.set()
                     self._wake_all("listening")  # whatever happened while we were away
                     async for notify in conn.notifies():
-                        self._dispatch(notify.payload)
+                        if notify.channel == CHANNEL:
+                            self._dispatch(notify.payload)
+                        elif self.workflows is not None:
+                            self.workflows.notified(notify.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("LISTEN %s lost (%s); reconnecting", CHANNEL, exc)
+            finally:
+                if self.workflows is not None:
+                    self.workflows.deaf()
             self.listening.clear()
             await asyncio.sleep(self.reconnect_s)
 

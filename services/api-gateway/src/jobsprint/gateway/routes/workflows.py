@@ -136,6 +136,7 @@ async def update_workflow(
         new_hook_token=new_hook_token(),
         now=utcnow(),
     )
+    state.adapters.workflows.changed(principal.workspace_id, workflow_id)
     if row is None:
         raise _not_found(workflow_id)
     return ok(workflow_item(row, state.settings.public_base))
@@ -153,6 +154,7 @@ async def delete_workflow(
     deleted = await state.adapters.repository.delete_workflow(
         principal.workspace_id, workflow_id, utcnow()
     )
+    state.adapters.workflows.changed(principal.workspace_id, workflow_id)
     if not deleted:
         raise _not_found(workflow_id)
     return ok({"id": workflow_id, "deleted": True})
@@ -182,7 +184,7 @@ async def execute_workflow(
     body = await model_body(request, ExecuteRequest)
     options = body.effective_options
     key = idempotency_key(key_header)
-    workflow = await adapters.repository.workflow(principal.workspace_id, workflow_id)
+    workflow = await adapters.current_workflow(principal.workspace_id, workflow_id)
     if workflow is None:
         raise _not_found(workflow_id)
     requested_at = utcnow()
