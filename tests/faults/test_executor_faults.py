@@ -393,9 +393,7 @@ async def test_a_partition_released_while_its_commit_is_in_flight_loses_no_event
 
     producer.send = slow_send  # type: ignore[method-assign]
     async with httpx.AsyncClient() as http:
-        worker = PartitionWorker(
-            0, topics, f"{topics.prefix}.executor", producer, StepEnvironment(http, [], 1), 0.005
-        )
+        worker = PartitionWorker(0, topics, producer, StepEnvironment(http, [], 1), 0.005)
         worker.start([])
         state = ExecutionState(
             execution_id="exec_inflight",

@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from jobsprint.events import DeadLetter, RetryExecution, ReusedStep, Topics, utcnow
@@ -415,3 +417,54 @@ async def read_all(bootstrap: str, topic: str, count: int) -> list[bytes]:
     finally:
         await reader.stop()
     return found
+
+
+async def test_a_new_owner_resumes_from_the_committed_position_not_the_group_offsets(
+    bootstrap: str, topics: Topics, commands: Commands, events: EventLog
+) -> None:
+    """The commands position travels in the executor's own transactions; the consumer
+    group's offsets are only published for lag tools. Rewinding them must not run anything
+    twice, and they do follow the executor's progress."""
+    settings = executor_settings(bootstrap, topics)
+    first = Executor(settings)
+    task = asyncio.create_task(first.run())
+    ids = [await commands.execute(TWO_STEPS, {"user": "ada", "n": i}) for i in range(20)]
+    await events.wait_terminal(ids)
+    await asyncio.sleep(2.5)  # a lag report: the group's offsets are published
+    first.stopping.set()
+    await asyncio.wait_for(task, 60)
+    published = await group_offsets(bootstrap, settings.group_id, topics.commands)
+    assert sum(published.values()) == 20
+
+    rewinder = make_consumer(bootstrap, group_id=settings.group_id, client_id="rewind")
+    await rewinder.start()
+    try:  # an operator (or a lost __consumer_offsets) sets the group back to the start
+        rewound = {TopicPartition(topics.commands, p): 0 for p in published}
+        rewinder.assign(list(rewound))
+        await rewinder.commit(rewound)
+    finally:
+        await rewinder.stop()
+    assert sum((await group_offsets(bootstrap, settings.group_id, topics.commands)).values()) == 0
+
+    second = Executor(executor_settings(bootstrap, topics))
+    task = asyncio.create_task(second.run())
+    try:
+        later = await commands.execute(TWO_STEPS, {"user": "bob", "n": 1})
+        await events.wait_terminal([later])
+        await asyncio.sleep(1.0)  # what a re-run of the first 20 would have appended by now
+        await events.poll()
+    finally:
+        second.stopping.set()
+        await asyncio.wait_for(task, 60)
+    for execution_id in ids:
+        assert events.types(execution_id).count("requested") == 1, execution_id
+
+
+async def group_offsets(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}

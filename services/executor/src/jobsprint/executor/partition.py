@@ -1,5 +1,6 @@
 """One commands partition owned by this process: its executions, their runners, and the
-transactional producer that commits their events together with the commands offset."""
+transactional producer that commits their events together with the commands position (a
+record in the executor-state topic, see state.POSITION_KEY)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import functools
 import logging
 import time
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from jobsprint.events import (
     CancelExecution,
@@ -28,7 +29,7 @@ from jobsprint.executor import telemetry
 from jobsprint.executor.limits import RecordLimits, RecordTooLarge, record_size
 from jobsprint.executor.outbox import Drained, Outbox
 from jobsprint.executor.runner import ExecutionRunner
-from jobsprint.executor.state import ExecutionState
+from jobsprint.executor.state import POSITION_KEY, ExecutionState, encode_position
 from jobsprint.executor.steps import StepEnvironment
 from jobsprint.executor.untrusted import clean_value
 from jobsprint.runtime.kafka import dead_letter_record
@@ -41,7 +42,6 @@ class PartitionWorker:
         self,
         partition: int,
         topics: Topics,
-        group_id: str,
         producer: AIOKafkaProducer,
         env: StepEnvironment,
         commit_interval_s: float,
@@ -49,7 +49,6 @@ class PartitionWorker:
     ) -> None:
         self.partition = partition
         self.topics = topics
-        self.group_id = group_id
         self.producer = producer
         self.env = env
         self.commit_interval_s = commit_interval_s
@@ -60,6 +59,9 @@ class PartitionWorker:
         self._committer: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self.failed: BaseException | None = None
+        # the commands offset committed with the last transaction (for lag reporting)
+        self.committed_offset: int | None = None
+        self.published_offset: int | None = None  # what the consumer group was told last
 
     @property
     def in_flight(self) -> int:
@@ -270,10 +272,14 @@ class PartitionWorker:
             for dl_key, letter in drained.dead_letters:
                 await producer.send(self.topics.dead_letter, letter, key=dl_key)
             if drained.command_offset is not None:
-                await producer.send_offsets_to_transaction(
-                    {TopicPartition(self.topics.commands, p): drained.command_offset},
-                    self.group_id,
+                await producer.send(
+                    self.topics.executor_state,
+                    encode_position(drained.command_offset),
+                    key=POSITION_KEY,
+                    partition=p,
                 )
+        if drained.command_offset is not None:
+            self.committed_offset = drained.command_offset
 
     # -- stopping ---------------------------------------------------------------------------
 

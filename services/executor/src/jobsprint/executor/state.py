@@ -99,3 +99,21 @@ class ExecutionState:
             if doc.get(name):
                 doc[name] = datetime.fromisoformat(doc[name])
         return cls(**doc, persisted=True)
+
+
+# The commands position of a partition travels in the same topic and transactions: the
+# executor does not commit consumer-group offsets inside its transactions (two requests and
+# a marker less per transaction); it resumes from this record. Its key can never be an
+# execution id.
+POSITION_KEY = b"jobsprint:commands-position"
+
+
+def encode_position(next_offset: int) -> bytes:
+    return orjson.dumps({"commands_next_offset": next_offset})
+
+
+def decode_position(raw: bytes) -> int:
+    offset = orjson.loads(raw)["commands_next_offset"]
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"invalid commands position {offset!r}")
+    return offset

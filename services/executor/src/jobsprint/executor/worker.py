@@ -12,12 +12,13 @@ import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from jobsprint.executor import telemetry
 from jobsprint.executor.limits import RecordLimits, max_message_bytes
 from jobsprint.executor.partition import PartitionWorker
 from jobsprint.executor.settings import ExecutorSettings
-from jobsprint.executor.state import ExecutionState
+from jobsprint.executor.state import POSITION_KEY, ExecutionState, decode_position
 from jobsprint.executor.steps import StepEnvironment
 from jobsprint.runtime.kafka import make_consumer, make_producer
 from jobsprint.workflows import parse_allow_list
@@ -69,11 +70,14 @@ class Executor:
                 max_request_size=self.limits.max_request_size,
             )
             await producer.start()  # initialises the transactional id: fences a former owner
-            restored = await self._restore(partition)
+            restored, position = await self._restore(partition)
+            if position is not None and self.consumer is not None:
+                # resume where the last committed transaction left off (without a position
+                # record, e.g. the first start after an upgrade: the group's committed offset)
+                self.consumer.seek(TopicPartition(self.topics.commands, partition), position)
             worker = PartitionWorker(
                 partition,
                 self.topics,
-                self.settings.group_id,
                 producer,
                 self.env,
                 self.settings.executor_commit_interval_ms / 1000,
@@ -93,11 +97,13 @@ class Executor:
             worker = self.partitions.pop(partition, None)
             if worker is not None:
                 await worker.stop()
+                await self._publish_positions([worker])
                 log.info("released partition %d", partition, extra={"partition": partition})
 
-    async def _restore(self, partition: int) -> list[ExecutionState]:
+    async def _restore(self, partition: int) -> tuple[list[ExecutionState], int | None]:
         """Read the partition of the compacted state topic to its end: the last snapshot of
-        each execution that has not ended."""
+        each execution that has not ended, and the commands position committed with them
+        (None when no transaction has recorded one yet)."""
         tp = TopicPartition(self.topics.executor_state, partition)
         reader = make_consumer(
             self.settings.kafka_bootstrap,
@@ -107,6 +113,7 @@ class Executor:
         )
         await reader.start()
         states: dict[bytes, ExecutionState] = {}
+        position: int | None = None
         try:
             reader.assign([tp])
             end = (await reader.end_offsets([tp]))[tp]
@@ -116,13 +123,17 @@ class Executor:
                 for record in batch.get(tp, []):
                     if record.key is None:
                         continue
+                    if record.key == POSITION_KEY:
+                        if record.value is not None:
+                            position = decode_position(record.value)
+                        continue
                     if record.value is None:
                         states.pop(record.key, None)
                     else:
                         states[record.key] = ExecutionState.decode(record.value)
         finally:
             await reader.stop()
-        return list(states.values())
+        return list(states.values()), position
 
     async def _read_limits(self) -> RecordLimits:
         """The record limits of the settings, lowered to what the topics accept: topics
@@ -205,9 +216,30 @@ class Executor:
                 now = asyncio.get_running_loop().time()
                 if now - lag_reported > 1.0:
                     lag_reported = now
+                    await self._publish_positions(list(self.partitions.values()))
                     await self._report_lag()
         finally:
             await self.shutdown()
+
+    async def _publish_positions(self, workers: list[PartitionWorker]) -> None:
+        """Commit the group's offsets to the positions the transactions recorded, so that
+        tools reading consumer-group lag see the executors' progress. Informational: the
+        executor resumes from its position records, never from these."""
+        consumer = self.consumer
+        offsets = {
+            TopicPartition(self.topics.commands, w.partition): w.committed_offset
+            for w in workers
+            if w.committed_offset is not None and w.committed_offset != w.published_offset
+        }
+        if consumer is None or not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:  # e.g. during a rebalance: the next round will do
+            log.info("could not publish commands positions (%s)", exc)
+            return
+        for w in workers:
+            w.published_offset = w.committed_offset
 
     async def _report_lag(self) -> None:
         consumer = self.consumer
