@@ -534,3 +534,12 @@ def _is_json(raw: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+def test_message_ids_are_random_version_4_uuids_and_never_repeat() -> None:
+    from jobsprint.events.envelope import new_message_id
+
+    ids = [new_message_id() for _ in range(5000)]  # several refills of the random buffer
+    assert len(set(ids)) == len(ids)
+    assert {i.version for i in ids} == {4}
+    assert {i.variant for i in ids} == {uuid.RFC_4122}

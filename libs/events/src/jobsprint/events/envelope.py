@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -19,10 +21,28 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+_RANDOM_BYTES = 4096
+_random = b""
+_taken = _RANDOM_BYTES
+_random_lock = threading.Lock()
+
+
+def new_message_id() -> uuid.UUID:
+    """A random (version 4) UUID, like uuid.uuid4(), from urandom read 4 KiB at a time: one
+    system call per 256 ids instead of one per id (an execution makes a dozen events)."""
+    global _random, _taken
+    with _random_lock:
+        if _taken == _RANDOM_BYTES:
+            _random, _taken = os.urandom(_RANDOM_BYTES), 0
+        raw = _random[_taken : _taken + 16]
+        _taken += 16
+    return uuid.UUID(bytes=raw, version=4)
+
+
 class Envelope(BaseModel, Generic[T]):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    id: uuid.UUID = Field(default_factory=new_message_id)
     type: str
     execution_id: str
     workspace_id: str
@@ -70,7 +90,7 @@ def make(
     causation_id: str | None = None,
     time: datetime | None = None,
 ) -> Envelope[T]:
-    return Envelope[T](
+    envelope: Envelope[T] = Envelope(  # not Envelope[T](…): the same class, minus a lookup
         type=payload.TYPE,
         execution_id=execution_id,
         workspace_id=workspace_id,
@@ -80,3 +100,4 @@ def make(
         causation_id=causation_id,
         data=payload,
     )
+    return envelope
