@@ -5,6 +5,12 @@ workflow the load generator runs (13 events: requested, started, a log, for each
 started + log + completed + log, a final log, then succeeded), or the same stream ending in
 a failed second step, a cancellation, a run still in flight, or a request not started yet.
 
+The metrics benchmark's bulk (bench/metrics_bulk.py) also uses one-step workflows (the
+same stream without the second step), given durations, webhook triggers, deletions (the
+ExecutionDeleted the executor appends after a finished execution's last event) and may leave
+the LogRecorded events out: the events that remain are unchanged, seq numbers included (a
+gap where each log line was), as a consumer that skips log lines sees the full stream.
+
 Events are written straight to JSON bytes with string templates (pydantic per event would
 take minutes for 10M events); `jobsprint.events.decode` reads every one of them, which the
 unit tests check for every shape.
@@ -68,6 +74,7 @@ class Workflow:
     id: str
     name: str
     weight: float
+    steps: int = 2  # runs the first `steps` of STEPS (1 or 2)
 
 
 def make_workflows(count: int, rng: random.Random, created_ms: int) -> list[Workflow]:
@@ -101,31 +108,59 @@ class StreamMaker:
         return "success"
 
     def execution(
-        self, workflow: Workflow, created_ms: int, status: str | None = None, *, recent: bool = True
+        self,
+        workflow: Workflow,
+        created_ms: int,
+        status: str | None = None,
+        *,
+        recent: bool = True,
+        workspace_id: str | None = None,
+        triggered_by: str = "api",
+        duration_ms: int | None = None,
+        deleted_after_ms: int | None = None,
+        logs: bool = True,
     ) -> tuple[str, list[bytes]]:
-        """(execution id, its events in seq order) for an execution requested at
-        `created_ms`; the final status is drawn from STATUS_MIX unless given. Only `recent`
-        executions may still be running or pending."""
+        """(execution id, its events in seq order) for an execution of `workflow` requested
+        at `created_ms`; the final status is drawn from STATUS_MIX unless given. Only
+        `recent` executions may still be running or pending.
+
+        `duration_ms`: from start to the end (success, error, cancellation), split over the
+        steps (default: each step takes a few ms). `deleted_after_ms`: a finished execution
+        is deleted that long after it ended (ExecutionDeleted, seq one past its last event).
+        `logs=False` leaves the LogRecorded events out, keeping every other event's seq."""
         rng = self.rng
         status = status or self._status()
         if not recent and status in ("running", "pending"):
             status = "success"
         eid = make_id("exec", created_ms, rng)
         head = (
-            f'"execution_id":"{eid}","workspace_id":"{self.workspace_id}",'
+            f'"execution_id":"{eid}","workspace_id":"{workspace_id or self.workspace_id}",'
             f'"correlation_id":"{eid}","causation_id":null'
         )
         iso = self.clock.iso
         events: list[bytes] = []
+        seq = 0
         now = created_ms
 
         def add(type_: str, data: str, at: int) -> None:
+            nonlocal seq
+            seq += 1
+            if not logs and type_ == "log_recorded":
+                return
             events.append(
                 (
                     f'{{"id":"{_uuid(rng)}","type":"execution.{type_}.v1",{head},'
-                    f'"seq":{len(events) + 1},"time":"{iso(at)}","data":{data}}}'
+                    f'"seq":{seq},"time":"{iso(at)}","data":{data}}}'
                 ).encode()
             )
+
+        def ended(at: int) -> tuple[str, list[bytes]]:
+            if deleted_after_ms is not None:
+                add("deleted", "{}", at + deleted_after_ms)
+            return eid, events
+
+        steps = STEPS[: workflow.steps]
+        took_ms = _split(duration_ms, len(steps), rng) if duration_ms is not None else None
 
         n = rng.randrange(1, 10_000)
         email = f"user{rng.randrange(100_000)}@example.com"
@@ -133,7 +168,7 @@ class StreamMaker:
         add(
             "requested",
             f'{{"workflow_id":"{workflow.id}","workflow_name":"{workflow.name}",'
-            f'"workflow_version":1,"input":{input_doc},"triggered_by":"api",'
+            f'"workflow_version":1,"input":{input_doc},"triggered_by":"{triggered_by}",'
             f'"timeout_s":300.0,"original_execution_id":null,"from_step":null}}',
             now,
         )
@@ -144,8 +179,8 @@ class StreamMaker:
         add("started", "{}", now)
         add("log_recorded", _log("info", "Starting workflow execution", None, "null"), now)
         outputs = (f'{{"n":{n},"email":"{email}"}}', f'{{"d":{2 * n}}}')
-        for position, (step_id, step_name, params) in enumerate(STEPS):
-            last = position == len(STEPS) - 1
+        for position, (step_id, step_name, params) in enumerate(steps):
+            last = position == len(steps) - 1
             add(
                 "step_started",
                 f'{{"step_id":"{step_id}","step_name":"{step_name}","step_type":"transform",'
@@ -160,7 +195,7 @@ class StreamMaker:
             if status == "running" and last:
                 return eid, events
             if status == "cancelled" and last:
-                now += rng.randrange(100, 5_000)
+                now += took_ms[position] if took_ms else rng.randrange(100, 5_000)
                 add("log_recorded", _log("warn", "Execution cancelled", step_id, "null"), now)
                 add(
                     "cancelled",
@@ -168,8 +203,9 @@ class StreamMaker:
                     f'"duration_ms":{now - started}}}',
                     now,
                 )
-                return eid, events
-            took = int(rng.lognormvariate(1.5, 1.2)) + 1  # ms; median ~5 ms, long tail
+                return ended(now)
+            # ms; given, or median ~5 ms with a long tail
+            took = took_ms[position] if took_ms else int(rng.lognormvariate(1.5, 1.2)) + 1
             now += took
             if status == "error" and last:
                 error = (
@@ -193,7 +229,7 @@ class StreamMaker:
                     now,
                 )
                 add("failed", f'{{"error":{error},"duration_ms":{now - started}}}', now)
-                return eid, events
+                return ended(now)
             add(
                 "step_completed",
                 f'{{"step_id":"{step_id}","attempt":1,"output":{outputs[position]},'
@@ -210,8 +246,15 @@ class StreamMaker:
             _log("info", "Workflow execution completed successfully", None, "null"),
             now,
         )
-        add("succeeded", f'{{"output":{outputs[-1]},"duration_ms":{now - started}}}', now)
-        return eid, events
+        output = outputs[len(steps) - 1]
+        add("succeeded", f'{{"output":{output},"duration_ms":{now - started}}}', now)
+        return ended(now)
+
+
+def _split(total: int, parts: int, rng: random.Random) -> list[int]:
+    """`total` ms as `parts` step durations (whole ms, adding up to `total`)."""
+    cuts = sorted(rng.randrange(total + 1) for _ in range(parts - 1))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
 
 
 def _log(level: str, message: str, step_id: str | None, data: str) -> str:
@@ -223,7 +266,7 @@ def creation_times(count: int, end_ms: int, days: float, rng: random.Random) -> 
     """`count` request times spread over the `days` before `end_ms`, ascending, with a
     daily rhythm (busier during the working day) like real traffic."""
     span = int(days * _DAY_MS)
-    times = []
+    times: list[int] = []
     while len(times) < count:
         t = end_ms - span + rng.randrange(span)
         hour = (t // 3_600_000) % 24

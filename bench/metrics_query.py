@@ -1,22 +1,23 @@
 """Benchmark of the execution metrics query (GET /v1/executions/metrics) over chDB.
 
-    python bench/metrics_query.py /tmp/bench-chdb [--rows 10000000] [--runs 20] [--reuse]
+    python bench/metrics_query.py bench/out/chdb-metrics-replay [--rows 10000000] [--runs 20]
+        [--reuse]
 
-Generates N executions straight into the `executions` table (the loader's schema and row
-format, bulk-made by `INSERT … SELECT FROM numbers(N)`) and the finished ones into
-`finished_executions` (the rows the loader writes there for them), merges both as a
-long-running service's tables would be, adds a tail of recent unmerged updates (newer
-versions of recent executions, in many small inserts, to both tables as the loader writes
-them), then times the API's own `execution_metrics` (both of its SQL reads and the response
-shaping) for several filters and prints p50/p95 per filter as JSON.
-
-With --reuse, data generated before is kept (a folder from before `finished_executions`
-existed gets it filled by `create_schema`, as the service's own folder would).
+The data is made by bench/metrics_bulk.py the way production makes it: N executions'
+generated event streams produced to the topics of prefix --prefix, then loaded into the chDB
+folder by the REAL metrics service (`python -m jobsprint.metrics`, its Kafka loader) run
+until its checkpoints reach the end of the topic; the history is merged as a long-running
+service's would be, then the last two hours are loaded in about --recent-parts small inserts
+that stay unmerged. With --reuse a build recorded in the state file
+(bench/out/metrics-bulk-<prefix>.json) is reused or carried on; without it everything is
+made again. Then the API's own `execution_metrics` (both of its SQL reads and the response
+shaping) is timed for several filters, and p50/p95 per filter are printed as JSON with the
+build's figures and the loaded tables' counts checked against the generated ones.
 
 Shape of the data: 20 workspaces, one of them holding half of all executions; 50 workflows
-per workspace; creation times uniform over the 90 days before --now; 88% success, 8% error,
-3% cancelled, 1% still running; log-normal durations (median about 1.8 s); 0.1% deleted.
-Execution ids sort by creation time like real ones (`exec_` + hex ms + sequence).
+per workspace (one or two steps); creation times uniform over the 90 days before --now; 88%
+success, 8% error, 3% cancelled, 1% still running; log-normal durations (median about
+1.8 s); 0.1% of the finished ones deleted. Ids are real time-ordered Jobsprint ids.
 """
 
 from __future__ import annotations
@@ -25,157 +26,108 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from jobsprint.metrics.clickhouse import AsyncClickHouse, ChdbClickHouse
-from jobsprint.metrics.queries import MetricsQuery, execution_metrics
-from jobsprint.metrics.schema import (
-    EXECUTION_COLUMNS,
-    FINISHED_COLUMNS,
-    FINISHED_FROM_EXECUTIONS,
-    FINISHED_TABLE,
-    create_schema,
-)
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-WORKSPACES = 20
-WORKFLOWS = 50
-DAYS = 90
+from bench.metrics_bulk import MetricsBulk, ensure_metrics_bulk  # noqa: E402
+from jobsprint.metrics.clickhouse import AsyncClickHouse, ChdbClickHouse  # noqa: E402
+from jobsprint.metrics.queries import MetricsQuery, execution_metrics  # noqa: E402
+from jobsprint.metrics.schema import FINISHED_TABLE  # noqa: E402
 
 
-def generate_sql(database: str, rows: int, now_ms: int) -> str:
-    span_ms = DAYS * 86_400_000
-    return f"""
-INSERT INTO {database}.executions ({", ".join(EXECUTION_COLUMNS)})
-SELECT
-    workspace_id,
-    concat('exec_', leftPad(lower(hex(created_ms)), 12, '0'), leftPad(toString(number), 14, '0'))
-        AS execution_id,
-    if(status IN ('success', 'error', 'cancelled'), 10, 2) AS version,
-    concat('wf_', workspace_id, '_', toString(cityHash64(number, 2) % {WORKFLOWS})) AS workflow_id,
-    concat('Workflow ', toString(cityHash64(number, 2) % {WORKFLOWS})) AS workflow_name,
-    1 AS workflow_version,
-    status,
-    if(cityHash64(number, 4) % 3 = 0, 'webhook', 'api') AS triggered_by,
-    NULL AS original_execution_id,
-    fromUnixTimestamp64Milli(created_ms, 'UTC') AS created_at,
-    fromUnixTimestamp64Milli(created_ms + 3, 'UTC') AS started_at,
-    if(status = 'running', NULL, fromUnixTimestamp64Milli(created_ms + duration, 'UTC'))
-        AS finished_at,
-    if(status = 'running', NULL, duration) AS duration_ms,
-    if(status = 'error', ['timeout', 'http_status', 'step_failed'][cityHash64(number, 5) % 3 + 1],
-       NULL) AS error_code,
-    if(status = 'error', 'failed', NULL) AS error_message,
-    if(status = 'error', 'node_1', NULL) AS error_step_id,
-    toUInt8(cityHash64(number, 6) % 1000 = 0) AS deleted
-FROM (
-    SELECT
-        number,
-        {now_ms} - {span_ms} + intDiv(number * {span_ms}, {rows}) AS created_ms,
-        if(cityHash64(number, 1) % 2 = 0, 'ws_big',
-           concat('ws_', toString(cityHash64(number, 1) % {WORKSPACES - 1}))) AS workspace_id,
-        multiIf(cityHash64(number, 3) % 100 < 88, 'success',
-                cityHash64(number, 3) % 100 < 96, 'error',
-                cityHash64(number, 3) % 100 < 99, 'cancelled', 'running') AS status,
-        toUInt64(least(randLogNormal(7.5, 1.0), 3600000)) AS duration
-    FROM numbers({rows})
-)
-"""
-
-
-def finished_sql(database: str, where: str = "1", version: str = "version") -> str:
-    """The finished_executions rows of the executions rows matching `where`: what the loader
-    writes for them (finished_row), deleted ones included."""
-    return f"""
-INSERT INTO {database}.{FINISHED_TABLE} ({", ".join(FINISHED_COLUMNS)})
-SELECT * REPLACE ({version} AS version) FROM (
-    SELECT {FINISHED_FROM_EXECUTIONS} FROM {database}.executions
-    WHERE status IN ('success', 'error') AND {where}
-)
-SETTINGS max_partitions_per_insert_block = 0
-"""
-
-
-def recent_updates_sql(database: str, since_ms: int, version: int, part: int, parts: int) -> str:
-    """Newer versions of executions created since `since_ms` (one slice of them), as the loader
-    writes when they finish: unmerged parts overlapping the merged ones. The loader writes
-    the finished_executions rows first (see finished_sql), then these."""
-    columns = ", ".join(EXECUTION_COLUMNS)
-    return f"""
-INSERT INTO {database}.executions ({columns})
-SELECT * REPLACE ({version} AS version)
-FROM {database}.executions
-WHERE {recent_where(since_ms, part, parts)}
-"""
-
-
-def recent_where(since_ms: int, part: int, parts: int) -> str:
-    return (
-        f"created_at >= fromUnixTimestamp64Milli({since_ms}, 'UTC')"
-        f" AND cityHash64(execution_id) % {parts} = {part}"
-    )
-
-
-def filters(now: datetime) -> dict[str, MetricsQuery]:
+def filters(now: datetime, ids: dict[str, str]) -> dict[str, MetricsQuery]:
+    big, workflow = ids["big_workspace"], ids["big_workspace_workflow"]
     return {
         "big workspace, 30 days, day": MetricsQuery(
-            "ws_big", None, now - timedelta(days=30), now, "day"
+            big, None, now - timedelta(days=30), now, "day"
         ),
         "big workspace, one workflow, 30 days, day": MetricsQuery(
-            "ws_big", "wf_ws_big_7", now - timedelta(days=30), now, "day"
+            big, workflow, now - timedelta(days=30), now, "day"
         ),
         "big workspace, 7 days, hour": MetricsQuery(
-            "ws_big", None, now - timedelta(days=7), now, "hour"
+            big, None, now - timedelta(days=7), now, "hour"
         ),
         "big workspace, 24 hours, hour": MetricsQuery(
-            "ws_big", None, now - timedelta(days=1), now, "hour"
+            big, None, now - timedelta(days=1), now, "hour"
         ),
         "big workspace, 90 days, week": MetricsQuery(
-            "ws_big", None, now - timedelta(days=90), now, "week"
+            big, None, now - timedelta(days=90), now, "week"
         ),
         "small workspace, 30 days, day": MetricsQuery(
-            "ws_3", None, now - timedelta(days=30), now, "day"
+            ids["small_workspace"], None, now - timedelta(days=30), now, "day"
         ),
     }
 
 
+def build_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What the report says about how the data was made (rates of this build, or reused)."""
+    summary: dict[str, Any] = {
+        "made_by": "generated event streams produced to Kafka, loaded by the real metrics "
+        "service (python -m jobsprint.metrics) until its checkpoints reached the end offsets",
+        "reused": state.get("reused"),
+        "prefix": state["spec"]["prefix"],
+        "logs_in_topic": state["spec"]["logs"],
+        "expected": state.get("expected"),
+    }
+    for part in ("history", "tail"):
+        info = state.get(part) or {}
+        summary[part] = {k: v for k, v in info.items() if k not in ("end_offsets", "tally")}
+        summary[part]["executions"] = (info.get("tally") or {}).get("executions")
+        summary[part]["events"] = (info.get("tally") or {}).get("events")
+    summary["merge_s"] = state.get("merge_s")
+    summary["build_s"] = state.get("build_s")
+    return summary
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     now = datetime.fromisoformat(args.now).astimezone(UTC)
-    now_ms = int(now.timestamp() * 1000)
-    ch = AsyncClickHouse(ChdbClickHouse(Path(args.folder)))
+    folder = Path(args.folder).resolve()
     db = args.database
+    bulk = MetricsBulk(
+        folder=folder,
+        now_ms=int(now.timestamp() * 1000),
+        executions=args.rows,
+        prefix=args.prefix,
+        database=db,
+        recent_inserts=args.recent_parts,
+        logs=args.logs,
+    )
+    state = await ensure_metrics_bulk(bulk, args.bootstrap, reuse=args.reuse)
     report: dict[str, object] = {
         "rows": args.rows,
         "runs": args.runs,
         "now": now.isoformat(),
         "cpus": os.cpu_count(),
+        "data": build_summary(state),
     }
-    [[existing]] = await ch.query(
-        f"SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'executions'"
+    ch = AsyncClickHouse(ChdbClickHouse(folder))
+    started = time.perf_counter()
+    [[executions]] = await ch.query(f"SELECT count() FROM {db}.executions FINAL")
+    [[finished]] = await ch.query(f"SELECT count() FROM {db}.{FINISHED_TABLE} FINAL")
+    expected = state["expected"]
+    check = {
+        "executions_final": executions,
+        "expected_executions": expected["executions"] - expected["deleted"],
+        "finished_final": finished,
+        "expected_finished": expected["finished"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    check["ok"] = (
+        check["executions_final"] == check["expected_executions"]
+        and check["finished_final"] == check["expected_finished"]
     )
-    if existing:
-        [[stored]] = await ch.query(f"SELECT count() FROM {db}.executions FINAL")
-    if args.reuse and existing and stored >= args.rows * 0.99:
-        started = time.perf_counter()
-        create_schema(ch.sync, db)  # fills finished_executions in a folder from before it
-        report["schema_s"] = round(time.perf_counter() - started, 1)
-    else:
-        started = time.perf_counter()
-        await ch.command(f"DROP DATABASE IF EXISTS {db}")
-        create_schema(ch.sync, db)
-        await ch.command(generate_sql(db, args.rows, now_ms))
-        await ch.command(finished_sql(db))
-        await ch.command(f"OPTIMIZE TABLE {db}.executions FINAL")
-        await ch.command(f"OPTIMIZE TABLE {db}.{FINISHED_TABLE} FINAL")
-        since_ms = now_ms - 2 * 3_600_000
-        for part in range(args.recent_parts):
-            recent = recent_where(since_ms, part, args.recent_parts)
-            await ch.command(finished_sql(db, recent, "11"))
-            await ch.command(recent_updates_sql(db, since_ms, 11, part, args.recent_parts))
-        report["generate_s"] = round(time.perf_counter() - started, 1)
+    report["check"] = check
+    if not check["ok"]:
+        print(f"loaded counts differ from the generated ones: {check}", file=sys.stderr)
     for table in ("executions", FINISHED_TABLE):
         [[rows, parts]] = await ch.query(
             f"SELECT sum(rows), count() FROM system.parts WHERE database = '{db}'"
@@ -189,7 +141,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             report["finished_active_parts"] = parts
     report["load_average_1m_before"] = round(os.getloadavg()[0], 2)
     results: dict[str, object] = {}
-    for name, query in filters(now).items():
+    for name, query in filters(now, state["ids"]).items():
         for _ in range(2):  # warm caches
             data = await execution_metrics(ch, db, query)
         timings = []
@@ -203,7 +155,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "p95_ms": round(timings[max(0, round(0.95 * len(timings)) - 1)], 1),
             "max_ms": round(timings[-1], 1),
             "totalExecutions": data["totalExecutions"],
-            "buckets": len(data["timeSeries"]),  # type: ignore[arg-type]
+            "buckets": len(data["timeSeries"]),
         }
         print(name, results[name], file=sys.stderr, flush=True)
     report["queries"] = results
@@ -213,18 +165,48 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", help="chDB data folder (created; not the service's)")
-    parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--database", default="bench")
-    parser.add_argument("--now", default="2026-11-27T12:00:00Z")
-    parser.add_argument(
-        "--recent-parts", type=int, default=20, help="small inserts of recent updates left unmerged"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--reuse", action="store_true", help="keep data generated before")
-    report = asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "folder", help="chDB data folder the metrics service loads (its own; not the stack's)"
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000, help="executions to generate")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per filter")
+    parser.add_argument("--database", default="bench", help="ClickHouse database in the folder")
+    parser.add_argument("--now", default="2026-11-27T12:00:00Z", help="end of the 90 days")
+    parser.add_argument("--prefix", default="benchmetrics", help="topic prefix of the bulk events")
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    parser.add_argument(
+        "--recent-parts",
+        type=int,
+        default=20,
+        help="about how many inserts load the last two hours (left unmerged)",
+    )
+    parser.add_argument(
+        "--logs",
+        action="store_true",
+        help="produce the LogRecorded events too (11 events an execution instead of 6)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse (or carry on) the build the state file records; without it, build anew",
+    )
+    report = asyncio.run(run_until_signalled(parser.parse_args()))
     print(json.dumps(report, indent=2))
+
+
+async def run_until_signalled(args: argparse.Namespace) -> dict[str, object]:
+    """`run`, cancelled on SIGTERM too, so a metrics service it started is stopped (a later
+    run carries on from the stage the state file records)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run(args)
+    except asyncio.CancelledError:
+        sys.exit("[bench] interrupted")
 
 
 if __name__ == "__main__":

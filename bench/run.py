@@ -12,7 +12,10 @@ Phases:
   list        (inside soak) needs the bulk read model: --bulk executions produced to the
               `--bulk-prefix` topics and folded by the real projector into --bulk-database
               (made once, reused)
-  metrics     bench/metrics_query.py on --metrics-rows executions in chDB
+  metrics     bench/metrics_query.py: the metrics query timed over --metrics-rows executions
+              whose event streams are produced to the `--metrics-prefix` topics and loaded
+              into the chDB folder --metrics-folder by the real metrics service (made once,
+              reused; see bench/metrics_bulk.py)
   replay      `projector rebuild` over --replay-executions generated executions
 
 Writes bench/results/latest.json and bench/results/latest.md (and prints the table).
@@ -119,9 +122,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list-port", type=int, default=18080, help="port of the bulk-data gateway")
     p.add_argument("--list-rate", type=float, default=20, help="list queries per second")
     p.add_argument("--walk-pages", type=int, default=100, help="pages of 100 followed by cursor")
-    p.add_argument("--metrics-rows", type=int, default=10_000_000)
-    p.add_argument("--metrics-runs", type=int, default=20)
-    p.add_argument("--metrics-folder", default=str(REPO / "bench" / "out" / "chdb-metrics"))
+    p.add_argument(
+        "--metrics-rows",
+        type=int,
+        default=10_000_000,
+        help="executions produced to Kafka and loaded by the real metrics service",
+    )
+    p.add_argument("--metrics-runs", type=int, default=20, help="timed runs per metrics filter")
+    p.add_argument(
+        "--metrics-folder",
+        default=str(REPO / "bench" / "out" / "chdb-metrics-replay"),
+        help="chDB folder the bulk metrics service loads (its own)",
+    )
+    p.add_argument("--metrics-prefix", default="benchmetrics", help="topic prefix of its events")
     p.add_argument("--replay-prefix", default="benchreplay")
     p.add_argument("--replay-executions", type=int, default=100_000)
     p.add_argument("--output", default=str(RESULTS / "latest.json"))
