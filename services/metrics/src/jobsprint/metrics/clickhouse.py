@@ -27,6 +27,7 @@ Params = Mapping[str, Any]
 # Tables are partitioned by day: one batch (say, deletions of old executions) may touch more
 # days than ClickHouse's default limit of 100 partitions per insert.
 INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
+CHDB_JSON_INPUT = {"date_time_input_format": "best_effort"}
 
 
 class ClickHouseError(Exception):
@@ -139,12 +140,16 @@ class ChdbClickHouse:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if not rows:
             return
-        lines = b"\n".join(
-            orjson.dumps(dict(zip(columns, (_json_value(v) for v in row), strict=True)))
-            for row in rows
+        # one JSON array per row, times as orjson writes them (RFC 3339 with offset, parsed
+        # by best_effort): no dict and no string formatting per value in Python
+        lines = b"\n".join(map(orjson.dumps, rows))
+        settings = ", ".join(
+            f"{k} = {_literal(v)}" for k, v in {**INSERT_SETTINGS, **CHDB_JSON_INPUT}.items()
         )
-        settings = ", ".join(f"{k} = {_literal(v)}" for k, v in INSERT_SETTINGS.items())
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS {settings} FORMAT JSONEachRow\n"
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS {settings}"
+            " FORMAT JSONCompactEachRow\n"
+        )
         with self._lock:
             try:
                 self._conn.query(sql + lines.decode(), "CSV")
