@@ -1,8 +1,9 @@
 """What encoding and decoding one event costs: the codec of jobsprint.events (encode, decode)
-against the first one (kept below: orjson over model_dump, and orjson.loads then two
-validation passes), on the 13 events the executor appends for a two-step transform
-workflow (requested, started, a log, for each step started + log + completed + log, a final
-log, succeeded), made with the real payload classes.
+against the first one (kept in tests/unit/events/test_codec_fast_path.py: orjson over
+model_dump, and orjson.loads then two validation passes), on the 13 events the executor
+appends for a two-step transform workflow (requested, started, a log, for each step
+started + log + completed + log, a final log, succeeded), made with the real payload
+classes.
 
     uv run --all-packages python bench/codec_bench.py
     uv run --all-packages python bench/codec_bench.py --executions 500 --rounds 9 --big
@@ -23,13 +24,14 @@ serializer) show in every column.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import orjson
-from pydantic import Field, TypeAdapter, ValidationError, create_model
+from pydantic import Field, TypeAdapter, create_model
 
 from jobsprint.events import (
     Envelope,
@@ -40,54 +42,28 @@ from jobsprint.events import (
     Payload,
     StepCompleted,
     StepStarted,
-    UndecodableMessage,
     decode,
     encode,
     make,
     utcnow,
 )
 from jobsprint.events.ids import new_execution_id, new_id, new_workflow_id
-from jobsprint.events.registry import payload_class, registered_types
-from jobsprint.events.upcasters import upcast
+from jobsprint.events.registry import registered_types
 
-# --- the first codec ------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.unit.events.test_codec_fast_path import (  # noqa: E402
+    reference_decode,
+    reference_encode,
+)
+
+# --- the first codec: the reference the unit tests hold the current one to ----------------
 
 _ANY_ENVELOPE = Envelope[Payload]
-
-
-def old_encode(envelope: Envelope[Any]) -> bytes:
-    return orjson.dumps(envelope.model_dump(mode="json"))
-
-
-def old_decode(raw: bytes | None) -> Envelope[Payload]:
-    if raw is None:
-        raise UndecodableMessage("empty message (tombstone) on a message topic")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UndecodableMessage(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise UndecodableMessage("not a JSON object")
-    type_name = doc.get("type")
-    data = doc.get("data")
-    if not isinstance(type_name, str):
-        raise UndecodableMessage("missing 'type'")
-    if not isinstance(data, dict):
-        raise UndecodableMessage(f"{type_name}: 'data' is not an object")
-    try:
-        type_name, data = upcast(type_name, data)
-    except Exception as exc:
-        raise UndecodableMessage(f"{type_name}: upcaster failed: {exc}") from None
-    cls = payload_class(type_name)
-    if cls is None:
-        raise UndecodableMessage(f"unknown message type {type_name!r}")
-    try:
-        payload = cls.model_validate(data)
-        return _ANY_ENVELOPE.model_validate({**doc, "type": type_name, "data": payload})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UndecodableMessage(f"{type_name}: invalid {where}: {first['msg']}") from None
+old_encode = reference_encode
+old_decode = reference_decode
 
 
 # --- one-pass variants measured for reference (not used) -----------------------------------
