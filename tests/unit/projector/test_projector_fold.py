@@ -323,3 +323,42 @@ def test_executions_fold_independently() -> None:
         ("exec_a", "running"),
         ("exec_b", "pending"),
     }
+
+
+def test_the_writes_of_a_fold_never_touch_the_same_row_twice() -> None:
+    """The store writes all of a fold's changes in one statement, whose parts share one
+    snapshot: an UPDATE there would not see a row an INSERT beside it adds. So new and
+    changed rows must be apart, and a deleted execution must have no other write."""
+    stored = History("exec_stored").requested().started().step("a")
+    stored_then_deleted = History("exec_gone").requested().started().step("a")
+    first = fold(stored.events + stored_then_deleted.events)
+    projection = Projection(first.executions, first.steps)
+
+    stored.add(StepCompleted(step_id="a", attempt=1, output=1, duration_ms=1))
+    stored.step("b", position=1).add(LogRecorded(message="x", step_id="b"))
+    stored_then_deleted.add(ExecutionSucceeded(duration_ms=1))
+    stored_then_deleted.add(ExecutionDeleted())
+    fresh = History("exec_fresh").requested().started().step("a")
+    fresh_then_deleted = History("exec_brief").requested().started()
+    fresh_then_deleted.add(ExecutionCancelled(duration_ms=1))
+    fresh_then_deleted.add(ExecutionDeleted())
+    changes = fold(
+        stored.events[3:]
+        + stored_then_deleted.events[3:]
+        + fresh.events
+        + fresh_then_deleted.events,
+        projection,
+    )
+
+    new_ids = {e.id for e in changes.new_executions}
+    changed_ids = {e.id for e in changes.changed_executions}
+    new_steps = {(s.execution_id, s.step_id) for s in changes.new_steps}
+    changed_steps = {(s.execution_id, s.step_id) for s in changes.changed_steps}
+    gone = {d.execution_id for d in changes.deleted}
+    assert (new_ids, changed_ids) == ({"exec_fresh"}, {"exec_stored"})
+    assert new_steps == {("exec_stored", "b"), ("exec_fresh", "a")}
+    assert changed_steps == {("exec_stored", "a")}
+    assert gone == {"exec_gone", "exec_brief"}
+    written = new_ids | changed_ids | {k[0] for k in new_steps | changed_steps}
+    assert not written & gone
+    assert not {log.execution_id for log in changes.logs} & gone

@@ -4,8 +4,9 @@ and keep the Kafka positions beside them (same transaction, so they cannot disag
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
+from functools import cache
 from importlib.resources import files
 from typing import Any
 
@@ -172,6 +173,21 @@ SELECT_STEPS = _select(
 SELECT_DELETED = _select(
     "projector_deleted_executions", DELETED_COLUMNS, "WHERE t.execution_id = ANY(%s)"
 )
+DELETE_EXECUTIONS = (
+    b"DELETE FROM execution_logs WHERE execution_id = ANY(%s)",
+    b"DELETE FROM execution_steps WHERE execution_id = ANY(%s)",
+    b"DELETE FROM executions WHERE id = ANY(%s)",
+)
+SAVE_CHECKPOINTS = (
+    b"INSERT INTO projector_checkpoints (topic, partition, next_offset)"
+    b" SELECT %s, p, o FROM unnest(%s::int[], %s::bigint[]) AS c(p, o)"
+    b" ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"
+)
+NOTIFY = b"SELECT pg_notify(%s, n) FROM unnest(%s::text[]) AS n"
+LOCK_CHECKPOINTS = (
+    b"SELECT partition, next_offset FROM projector_checkpoints"
+    b" WHERE topic = %s AND partition = ANY(%s) ORDER BY partition FOR UPDATE"
+)
 
 # Postgres text and jsonb cannot hold U+0000; an event carrying one must not block its
 # partition, so it is stored as U+FFFD. The lookbehind skips an escaped backslash + "u0000".
@@ -219,12 +235,25 @@ async def lock_checkpoints(
 ) -> dict[int, int]:
     """The stored next offsets of these partitions, locked until the transaction ends, so
     two consumers that both believe they own a partition apply its events one at a time."""
-    cur = await conn.execute(
-        "SELECT partition, next_offset FROM projector_checkpoints"
-        " WHERE topic = %s AND partition = ANY(%s) ORDER BY partition FOR UPDATE",
-        (topic, list(partitions)),
-    )
+    cur = await conn.execute(LOCK_CHECKPOINTS, (topic, list(partitions)))
     return {p: o for p, o in await cur.fetchall()}
+
+
+async def lock_and_load(
+    conn: Connection,
+    topic: str,
+    partitions: Sequence[int],
+    execution_ids: Sequence[str],
+    step_keys: Sequence[tuple[str, str]],
+) -> tuple[dict[int, int], Projection]:
+    """`lock_checkpoints`, then `load_projection`: every statement is sent before the first
+    answer is read, so in a pipeline they cost one round trip. The loads stay separate
+    statements after the lock: each reads a snapshot taken once the lock is held, so they
+    see what the previous owner of a partition committed."""
+    locked = await conn.execute(LOCK_CHECKPOINTS, (topic, list(partitions)))
+    loading = await _send_loads(conn, execution_ids, step_keys)
+    stored = {p: o for p, o in await locked.fetchall()}
+    return stored, await _read_loads(*loading)
 
 
 async def read_checkpoints(conn: Connection, topic: str) -> dict[int, int]:
@@ -235,68 +264,96 @@ async def read_checkpoints(conn: Connection, topic: str) -> dict[int, int]:
     return {p: o for p, o in await cur.fetchall()}
 
 
-async def save_checkpoints(conn: Connection, topic: str, positions: dict[int, int]) -> None:
-    if not positions:
-        return
-    await conn.execute(
-        "INSERT INTO projector_checkpoints (topic, partition, next_offset)"
-        " SELECT %s, p, o FROM unnest(%s::int[], %s::bigint[]) AS c(p, o)"
-        " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-        (topic, list(positions), list(positions.values())),
-    )
-
-
 async def load_projection(
     conn: Connection, execution_ids: Sequence[str], step_keys: Sequence[tuple[str, str]]
 ) -> Projection:
     """The stored rows of these executions and steps (without `input`), and which of the
     executions were deleted."""
+    return await _read_loads(*await _send_loads(conn, execution_ids, step_keys))
+
+
+_Loads = tuple[psycopg.AsyncCursor[Any], psycopg.AsyncCursor[Any] | None, psycopg.AsyncCursor[Any]]
+
+
+async def _send_loads(
+    conn: Connection, execution_ids: Sequence[str], step_keys: Sequence[tuple[str, str]]
+) -> _Loads:
+    """Send the loads without reading an answer. Deleted markers are asked for every
+    execution, not only those without a row, so that query need not wait for the first."""
     ids = list(execution_ids)
-    # columns come in field order (checked above): positional construction is the fast one
-    cur = await conn.execute(SELECT_EXECUTIONS, (ids,))
-    executions = [ExecutionRow(*row) for row in await cur.fetchall()]
-    steps: list[StepRow] = []
+    executions = await conn.execute(SELECT_EXECUTIONS, (ids,))
+    steps = None
     if step_keys:
         keys = ([e for e, _ in step_keys], [s for _, s in step_keys])
-        cur = await conn.execute(SELECT_STEPS, keys)
-        steps = [StepRow(*row) for row in await cur.fetchall()]
-    deleted: list[DeletedExecution] = []
-    if len(executions) < len(ids):
-        found = {e.id for e in executions}
-        missing = [i for i in ids if i not in found]
-        cur = await conn.execute(SELECT_DELETED, (missing,))
-        deleted = [DeletedExecution(*row) for row in await cur.fetchall()]
-    return Projection(executions, steps, deleted)
+        steps = await conn.execute(SELECT_STEPS, keys)
+    deleted = await conn.execute(SELECT_DELETED, (ids,))
+    return executions, steps, deleted
 
 
-async def write_changes(conn: Connection, changes: Changes) -> None:
-    """Write a fold's rows with one statement per table and kind (pipelined)."""
+async def _read_loads(
+    executions: psycopg.AsyncCursor[Any],
+    steps: psycopg.AsyncCursor[Any] | None,
+    deleted: psycopg.AsyncCursor[Any],
+) -> Projection:
+    # columns come in field order (checked above): positional construction is the fast one
+    rows = [ExecutionRow(*row) for row in await executions.fetchall()]
+    step_rows = [StepRow(*row) for row in await steps.fetchall()] if steps is not None else []
+    found = {e.id for e in rows}
+    markers = [DeletedExecution(*row) for row in await deleted.fetchall()]
+    # an execution with a row is not deleted, whatever a marker says
+    return Projection(rows, step_rows, [d for d in markers if d.execution_id not in found])
+
+
+async def write_changes(
+    conn: Connection,
+    changes: Changes,
+    *,
+    topic: str = "",
+    positions: Mapping[int, int] | None = None,
+    notifications: Sequence[str] = (),
+) -> None:
+    """Write a fold's rows, the partitions' next offsets (`positions` of `topic`) and the
+    notifications of finished executions as ONE statement: each write is a data-modifying
+    WITH query, all run to completion whatever the main query reads. They never touch the
+    same row (a fold's `changed` rows are stored ones, its `new` rows are not, and a deleted
+    execution has neither), so that they share one snapshot changes nothing. Postgres
+    delivers the notifications only if the transaction commits; a value it refuses fails
+    the whole statement."""
 
     def rows(values: Sequence[object]) -> Jsonb:
         return Jsonb(values, dumps=dumps)
 
-    async with conn.pipeline():
-        if changes.deleted:
-            gone = [d.execution_id for d in changes.deleted]
-            await conn.execute("DELETE FROM execution_logs WHERE execution_id = ANY(%s)", (gone,))
-            await conn.execute("DELETE FROM execution_steps WHERE execution_id = ANY(%s)", (gone,))
-            await conn.execute("DELETE FROM executions WHERE id = ANY(%s)", (gone,))
-            await conn.execute(INSERT_DELETED, (rows(changes.deleted),))
-        if changes.new_executions:
-            await conn.execute(INSERT_EXECUTIONS, (rows(changes.new_executions),))
-        if changes.changed_executions:
-            await conn.execute(UPDATE_EXECUTIONS, (rows(changes.changed_executions),))
-        if changes.new_steps:
-            await conn.execute(INSERT_STEPS, (rows(changes.new_steps),))
-        if changes.changed_steps:
-            await conn.execute(UPDATE_STEPS, (rows(changes.changed_steps),))
-        if changes.logs:
-            await conn.execute(INSERT_LOGS, (rows(changes.logs),))
+    parts: list[tuple[bytes, tuple[Any, ...]]] = []
+    if changes.deleted:
+        gone = [d.execution_id for d in changes.deleted]
+        parts += [(statement, (gone,)) for statement in DELETE_EXECUTIONS]
+        parts.append((INSERT_DELETED, (rows(changes.deleted),)))
+    if changes.new_executions:
+        parts.append((INSERT_EXECUTIONS, (rows(changes.new_executions),)))
+    if changes.changed_executions:
+        parts.append((UPDATE_EXECUTIONS, (rows(changes.changed_executions),)))
+    if changes.new_steps:
+        parts.append((INSERT_STEPS, (rows(changes.new_steps),)))
+    if changes.changed_steps:
+        parts.append((UPDATE_STEPS, (rows(changes.changed_steps),)))
+    if changes.logs:
+        parts.append((INSERT_LOGS, (rows(changes.logs),)))
+    if positions:
+        parts.append((SAVE_CHECKPOINTS, (topic, list(positions), list(positions.values()))))
+    if notifications:
+        parts.append((NOTIFY, (NOTIFY_CHANNEL, list(notifications))))
+    if parts:
+        query = _with_queries(tuple(statement for statement, _ in parts))
+        await conn.execute(query, [value for _, values in parts for value in values])
 
 
-async def notify(conn: Connection, payloads: Sequence[str]) -> None:
-    """Queue notifications; Postgres delivers them only if the transaction commits."""
-    if payloads:
-        await conn.execute(
-            "SELECT pg_notify(%s, n) FROM unnest(%s::text[]) AS n", (NOTIFY_CHANNEL, list(payloads))
-        )
+@cache
+def _with_queries(statements: tuple[bytes, ...]) -> bytes:
+    """`WITH w0 AS (a), w1 AS (b) c` for statements (a, b, c); the same bytes for the same
+    statements, so psycopg prepares each combination once."""
+    *queries, main = statements
+    if not queries:
+        return main
+    return (
+        b"WITH " + b", ".join(b"w%d AS (%s)" % (i, q) for i, q in enumerate(queries)) + b" " + main
+    )
