@@ -55,8 +55,11 @@ async def test_another_workspace_gets_404_or_empty_everywhere(secured: System) -
         listing = (await api.get("/v1/executions", params={"limit": 1})).json()
         cursor = listing["pagination"]["nextCursor"]
         assert cursor, listing
-        await asyncio.sleep(1)  # the metrics service has loaded the finished ones
-        owner_metrics = (await api.get("/v1/executions/metrics")).json()["data"]
+        for _ in range(50):  # until the metrics service has loaded the finished ones
+            owner_metrics = (await api.get("/v1/executions/metrics")).json()["data"]
+            if owner_metrics["totalExecutions"] >= 2:
+                break
+            await asyncio.sleep(0.2)
         assert owner_metrics["totalExecutions"] >= 2, owner_metrics
     owner_ws = workspace_id(secured, owner.workspace)
     ids = [done["id"], failed["id"], running]
