@@ -1,0 +1,133 @@
+"""The executor's own Python per execution, without Kafka: two-step transform executions
+handled by a PartitionWorker whose producer only counts the records it is given (four
+commands a transaction), CPU time of this process.
+
+    uv run --all-packages python bench/executor_cpu.py [--executions 3000] [--profile]
+
+--profile prints cProfile's top functions (slower, but the shares hold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+from jobsprint.events import ExecuteWorkflow, Topics, encode, make, utcnow
+from jobsprint.events.ids import new_execution_id
+from jobsprint.executor.partition import PartitionWorker
+from jobsprint.executor.steps import StepEnvironment
+
+TWO_STEPS = {
+    "name": "demo",
+    "trigger": {"type": "manual"},
+    "steps": [
+        {
+            "id": "shape",
+            "name": "Shape",
+            "type": "transform",
+            "params": {"output": {"who": "{{ input.user }}", "n": "{{ input.n }}"}},
+        },
+        {
+            "id": "double",
+            "name": "Double",
+            "type": "transform",
+            "params": {"output": {"n": "{{ steps.shape.output.n * 2 }}"}},
+        },
+    ],
+}
+
+
+class CountingProducer:
+    """What PartitionWorker uses of a transactional producer, counting records."""
+
+    def __init__(self) -> None:
+        self.records = 0
+
+    def transaction(self) -> Any:
+        class Transaction:
+            async def __aenter__(self) -> Transaction:
+                return self
+
+            async def __aexit__(self, *exc: object) -> bool:
+                return False
+
+        return Transaction()
+
+    async def send(self, topic: str, value: bytes | None, **_: Any) -> None:
+        self.records += 1
+
+
+def commands(count: int) -> list[Any]:
+    records = []
+    for offset in range(count):
+        execution_id = new_execution_id()
+        envelope = make(
+            ExecuteWorkflow(
+                workflow_id="wf",
+                workflow_name="demo",
+                workflow_version=1,
+                workflow=TWO_STEPS,
+                input={"user": "ada", "n": offset},
+                timeout_s=60,
+                requested_at=utcnow(),
+            ),
+            execution_id=execution_id,
+            workspace_id="ws",
+            correlation_id=execution_id,
+        )
+        records.append(
+            SimpleNamespace(
+                value=encode(envelope), key=envelope.key, offset=offset, topic="c", partition=0
+            )
+        )
+    return records
+
+
+async def run(count: int) -> tuple[float, float]:
+    producer = CountingProducer()
+    async with httpx.AsyncClient() as http:
+        worker = PartitionWorker(
+            0,
+            Topics("bench"),
+            producer,  # type: ignore[arg-type]
+            StepEnvironment(http, [], 1),
+            0.001,
+        )
+        worker.start([])
+        records = commands(count)
+        started = time.process_time()
+        for first in range(0, count, 4):
+            for record in records[first : first + 4]:
+                worker.handle(record)
+            while worker.tasks:
+                await asyncio.sleep(0)
+            await worker.flush()
+        spent = time.process_time() - started
+        await worker.stop()
+    return spent / count * 1000, producer.records / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--executions", type=int, default=3000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+    ms, records = asyncio.run(run(args.executions))
+    print(f"{ms:.3f} ms of CPU per execution, {records:.1f} records each")
+    if args.profile:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats("jobsprint", 25)
+
+
+if __name__ == "__main__":
+    main()
