@@ -1,6 +1,6 @@
-"""The executor's own Python per execution, without Kafka: two-step transform executions
-handled by a PartitionWorker whose producer only counts the records it is given (four
-commands a transaction), CPU time of this process.
+"""The executor's own Python per execution, without Kafka: executions of the throughput
+phase's two-step transform workflow handled by a PartitionWorker whose producer only counts
+the records it is given (four commands a transaction), CPU time of this process.
 
     uv run --all-packages python bench/executor_cpu.py [--executions 3000]
 
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,24 +25,11 @@ from jobsprint.events.ids import new_execution_id
 from jobsprint.executor.partition import PartitionWorker
 from jobsprint.executor.steps import StepEnvironment
 
-TWO_STEPS = {
-    "name": "demo",
-    "trigger": {"type": "manual"},
-    "steps": [
-        {
-            "id": "shape",
-            "name": "Shape",
-            "type": "transform",
-            "params": {"output": {"who": "{{ input.user }}", "n": "{{ input.n }}"}},
-        },
-        {
-            "id": "double",
-            "name": "Double",
-            "type": "transform",
-            "params": {"output": {"n": "{{ steps.shape.output.n * 2 }}"}},
-        },
-    ],
-}
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.phases import WORKFLOW  # noqa: E402  (the throughput phase's two-step workflow)
 
 
 class CountingProducer:
@@ -75,8 +64,8 @@ def commands(count: int) -> list[Any]:
                 workflow_id="wf",
                 workflow_name="demo",
                 workflow_version=1,
-                workflow=TWO_STEPS,
-                input={"user": "ada", "n": offset},
+                workflow=WORKFLOW,
+                input={"n": offset, "email": "user@example.com"},
                 timeout_s=60,
                 requested_at=utcnow(),
             ),
