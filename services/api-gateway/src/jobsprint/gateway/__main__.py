@@ -6,6 +6,7 @@ import uvicorn
 
 from jobsprint.gateway.app import create_app
 from jobsprint.gateway.settings import GatewaySettings
+from jobsprint.runtime.heap import settle_heap
 from jobsprint.runtime.logs import setup_logging
 from jobsprint.runtime.settings import load_settings
 
@@ -13,8 +14,10 @@ from jobsprint.runtime.settings import load_settings
 def main() -> None:
     settings = load_settings(GatewaySettings)
     setup_logging("api-gateway", settings.log_level)
+    app = create_app(settings)
+    settle_heap()  # the app, its routes and schemas live as long as the process
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",

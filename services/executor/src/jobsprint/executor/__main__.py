@@ -10,6 +10,7 @@ import uvloop
 
 from jobsprint.executor.settings import ExecutorSettings
 from jobsprint.executor.worker import Executor
+from jobsprint.runtime.heap import settle_heap
 from jobsprint.runtime.kafka import ensure_topics
 from jobsprint.runtime.logs import setup_logging
 from jobsprint.runtime.ops import serve_ops
@@ -38,6 +39,7 @@ async def serve(settings: ExecutorSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, executor.stopping.set)
     log.info("executor starting", extra={"partition": None})
+    settle_heap()
     try:
         await executor.run()
     finally:

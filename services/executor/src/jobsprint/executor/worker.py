@@ -238,8 +238,11 @@ class Executor:
         except KafkaError as exc:  # e.g. during a rebalance: the next round will do
             log.info("could not publish commands positions (%s)", exc)
             return
+        # what was sent, not what is committed now: a transaction may have ended meanwhile
         for w in workers:
-            w.published_offset = w.committed_offset
+            sent = offsets.get(TopicPartition(self.topics.commands, w.partition))
+            if sent is not None:
+                w.published_offset = sent
 
     async def _report_lag(self) -> None:
         consumer = self.consumer

@@ -19,6 +19,7 @@ from jobsprint.metrics.consumer import EventsLoader
 from jobsprint.metrics.schema import create_schema
 from jobsprint.metrics.settings import MetricsSettings
 from jobsprint.metrics.store import LoaderStore
+from jobsprint.runtime.heap import settle_heap
 from jobsprint.runtime.kafka import ensure_topics, make_consumer, make_producer
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ async def serve(settings: MetricsSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    settle_heap()
     loader_task = asyncio.create_task(loader.run(), name="loader")
     server_task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     log.info(

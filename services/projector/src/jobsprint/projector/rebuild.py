@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from jobsprint.projector import store
 from jobsprint.projector.batch import Record, apply_batch
 from jobsprint.projector.settings import ProjectorSettings, check_schema_name
+from jobsprint.runtime.heap import settle_heap
 from jobsprint.runtime.kafka import make_consumer
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ async def rebuild(settings: ProjectorSettings, schema: str | None = None) -> Reb
         fetch_max_wait_ms=50,
     )
     await consumer.start()
+    settle_heap()
     try:
         started = time.perf_counter()
         partitions = await _partitions(settings.kafka_bootstrap, topic)

@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from jobsprint.projector import store
 from jobsprint.projector.consumer import Projector
 from jobsprint.projector.settings import ProjectorSettings
+from jobsprint.runtime.heap import settle_heap
 from jobsprint.runtime.kafka import ensure_topics, make_consumer, make_producer
 from jobsprint.runtime.ops import serve_ops
 from jobsprint.runtime.postgres import make_pool
@@ -76,6 +77,7 @@ async def serve(settings: ProjectorSettings, stop: asyncio.Event) -> None:
             schema,
             settings.projector_group,
         )
+        settle_heap()
         await projector.run(stop)
         log.info("stopped after the last batch")
 
