@@ -1,6 +1,6 @@
 """Jobsprint message contracts. No I/O here: models, envelope, codec, topics, upcasters."""
 
-from jobsprint.events.codec import UndecodableMessage, decode, encode
+from jobsprint.events.codec import UndecodableMessage, decode, encode, make_encoded
 from jobsprint.events.commands import (
     CancelExecution,
     Command,
@@ -63,6 +63,7 @@ __all__ = [
     "decode",
     "encode",
     "make",
+    "make_encoded",
     "register_upcaster",
     "registered_types",
     "utcnow",

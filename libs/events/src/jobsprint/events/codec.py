@@ -3,13 +3,20 @@ UndecodableMessage, which consumers turn into a dead-letter record."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from jobsprint.events.envelope import Envelope
+from jobsprint.events.envelope import (
+    Envelope,
+    new_message_id_text,
+    time_json,
+    utc_millis,
+    utcnow_json,
+)
 from jobsprint.events.registry import Payload, payload_class
 from jobsprint.events.upcasters import upcast
 
@@ -37,6 +44,46 @@ def encode(envelope: Envelope[Any]) -> bytes:
     past orjson's depth limit): keeping that would take a scan of its output, which costs
     more than it saves (bench/codec_bench.py)."""
     return orjson.dumps(envelope.__pydantic_serializer__.to_python(envelope, mode="json"))
+
+
+def make_encoded(
+    payloads: Sequence[Payload],
+    *,
+    execution_id: str,
+    workspace_id: str,
+    correlation_id: str,
+    first_seq: int,
+    causation_id: str | None = None,
+    time: datetime | None = None,
+) -> list[bytes]:
+    """For each payload, the bytes of encode(make(payload, …)) with seq first_seq, first_seq
+    + 1, …, all at `time` (now, read once, when None), in about a third of the time.
+
+    For a writer's own events (the executor's): no Envelope is built, so its fields are not
+    validated again. They are the writer's own (ids it holds, a seq it counts, the clock),
+    and the payloads were validated when they were made; only what the envelope would refuse
+    of them (a seq below 0, a time without a timezone) is checked. The document is the one
+    encode() writes, in its order, the payload serialised by its own model as the envelope
+    serialises it (tests/unit/events/test_make_encoded.py holds the two to the same bytes)."""
+    if first_seq < 0:
+        raise ValueError(f"seq must be at least 0, not {first_seq}")
+    at = utcnow_json() if time is None else time_json(utc_millis(time))
+    return [
+        orjson.dumps(
+            {
+                "id": new_message_id_text(),
+                "type": payload.TYPE,
+                "execution_id": execution_id,
+                "workspace_id": workspace_id,
+                "seq": seq,
+                "time": at,
+                "correlation_id": correlation_id,
+                "causation_id": causation_id,
+                "data": payload.__pydantic_serializer__.to_python(payload, mode="json"),
+            }
+        )
+        for seq, payload in enumerate(payloads, first_seq)
+    ]
 
 
 def decode(raw: bytes | None) -> Envelope[Payload]:

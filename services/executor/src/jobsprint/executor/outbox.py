@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jobsprint.events import Payload, encode, make
+from jobsprint.events import Payload, encode, make, make_encoded
 from jobsprint.executor.limits import (
     RecordLimits,
     RecordTooLarge,
@@ -47,27 +47,31 @@ class Outbox:
 
     def emit(self, state: ExecutionState, *payloads: Payload, at: datetime | None = None) -> None:
         """Append the execution's next events (seq + 1, …) and mark its state for a snapshot.
-        All or none: RecordTooLarge, with nothing appended, when one would not fit."""
-        records = []
-        seq = state.seq
-        for payload in payloads:
-            seq += 1
-            envelope = make(
-                payload,
-                execution_id=state.execution_id,
-                workspace_id=state.workspace_id,
-                correlation_id=state.correlation_id,
-                seq=seq,
-                time=at,
-            )
-            records.append(self._measured(envelope.type, envelope.key, encode(envelope)))
-        state.seq = seq
+        All or none: RecordTooLarge, with nothing appended, when one would not fit.
+
+        The envelopes are not validated again (make_encoded): every field of them is the
+        executor's own, and the payloads were validated when they were made."""
+        values = make_encoded(
+            payloads,
+            execution_id=state.execution_id,
+            workspace_id=state.workspace_id,
+            correlation_id=state.correlation_id,
+            first_seq=state.seq + 1,
+            time=at,
+        )
+        key = state.execution_id.encode()
+        records = [
+            self._measured(payload.TYPE, key, value)
+            for payload, value in zip(payloads, values, strict=True)
+        ]
+        state.seq += len(records)
         self.events.extend(records)
         self.dirty[state.execution_id] = state
         self.wakeup.set()
 
     def emit_detached(self, envelope_args: dict[str, Any], payload: Payload) -> None:
-        """An event for an execution this worker holds no state of (a delete)."""
+        """An event for an execution this worker holds no state of (a delete). Validated as
+        it is made: its seq comes from the command."""
         envelope = make(payload, **envelope_args)
         self.events.append(self._measured(envelope.type, envelope.key, encode(envelope)))
         self.wakeup.set()

@@ -106,8 +106,7 @@ class ExecutionRunner:
             state.status = "running"
             state.started_at = utcnow()
             state.step_index = self._first_index()
-            self.emit(ExecutionStarted())
-            self.log("info", "Starting workflow execution")
+            self.emit(ExecutionStarted(), _log("info", "Starting workflow execution"))
             telemetry.EXECUTIONS_STARTED.inc()
         assert state.started_at is not None
         deadline = state.started_at + timedelta(seconds=state.timeout_s)
@@ -263,7 +262,7 @@ class ExecutionRunner:
                     )
                 )
                 self.log("error", f"Step {step.id} failed: {failure.message}", step.id)
-                telemetry.STEP_SECONDS.labels(step.type, "error").observe(duration / 1000)
+                telemetry.step_seconds(step.type, "error").observe(duration / 1000)
                 if will_retry:
                     await asyncio.sleep(policy.delay_before_attempt(attempt + 1))
                     continue
@@ -284,7 +283,7 @@ class ExecutionRunner:
             state.step_index = next_step_index(self.definition, index, result.condition)
             state.step_attempt = 0
             state.step_started_at = None
-            telemetry.STEP_SECONDS.labels(step.type, "success").observe(duration / 1000)
+            telemetry.step_seconds(step.type, "success").observe(duration / 1000)
             return
 
     def _succeed(self) -> None:
@@ -300,7 +299,7 @@ class ExecutionRunner:
             ExecutionSucceeded(output=output, duration_ms=duration),
         )
         state.status = "success"
-        telemetry.EXECUTIONS_FINISHED.labels("success").inc()
+        telemetry.executions_finished("success").inc()
 
     def _fail(self, error: ErrorInfo, close_step: bool = False) -> None:
         """End the execution with `error`; `close_step`: a step in flight fails with it."""
@@ -324,4 +323,4 @@ class ExecutionRunner:
             ExecutionFailed(error=error, duration_ms=self.elapsed_ms()),
         )
         state.status = "error"
-        telemetry.EXECUTIONS_FINISHED.labels("error").inc()
+        telemetry.executions_finished("error").inc()

@@ -5,7 +5,7 @@ the events it summarises, and is removed (tombstone) when the execution ends."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -87,9 +87,8 @@ class ExecutionState:
         return state
 
     def encode(self) -> bytes:
-        doc = asdict(self)
-        doc.pop("persisted")
-        return orjson.dumps(doc)
+        # not asdict(): it deep-copies the workflow, the input and every output first
+        return orjson.dumps({name: getattr(self, name) for name in _STORED})
 
     @classmethod
     def decode(cls, raw: bytes) -> ExecutionState:
@@ -100,6 +99,8 @@ class ExecutionState:
                 doc[name] = datetime.fromisoformat(doc[name])
         return cls(**doc, persisted=True)
 
+
+_STORED = tuple(f.name for f in fields(ExecutionState) if f.name != "persisted")
 
 # The commands position of a partition travels in the same topic and transactions: the
 # executor does not commit consumer-group offsets inside its transactions (two requests and

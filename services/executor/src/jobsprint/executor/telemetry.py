@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from jobsprint.runtime.telemetry import CONSUMER_LAG, DEAD_LETTERS
@@ -14,6 +16,8 @@ __all__ = [
     "IN_FLIGHT",
     "STEP_SECONDS",
     "TRANSACTION_SECONDS",
+    "executions_finished",
+    "step_seconds",
 ]
 
 EXECUTIONS_STARTED = Counter(
@@ -34,3 +38,17 @@ TRANSACTION_SECONDS = Histogram(
     "Time to commit one Kafka transaction of events",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+
+
+# labels() checks its values and takes the metric's lock on every call: the executor looks
+# each series up once (a handful: outcomes times step types).
+
+
+@cache
+def step_seconds(step_type: str, outcome: str) -> Histogram:
+    return STEP_SECONDS.labels(step_type, outcome)
+
+
+@cache
+def executions_finished(status: str) -> Counter:
+    return EXECUTIONS_FINISHED.labels(status)
