@@ -25,6 +25,12 @@ from jobsprint.workflows import parse_allow_list
 
 log = logging.getLogger(__name__)
 
+# One transaction's records for a partition in one batch: aiokafka sends a partition's
+# batches one request at a time and holds a full batch's sender until it is drained, so
+# its default (16 KiB, about two executions' events) made several produce round trips of
+# one transaction under load. Below the broker's default `max.message.bytes` (1 MiB).
+BATCH_BYTES = 512 * 1024
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: Executor) -> None:
@@ -68,6 +74,7 @@ class Executor:
                 client_id=f"executor-p{partition}",
                 transactional_id=self.settings.transactional_id(partition),
                 max_request_size=self.limits.max_request_size,
+                max_batch_size=BATCH_BYTES,
             )
             await producer.start()  # initialises the transactional id: fences a former owner
             restored, position = await self._restore(partition)
