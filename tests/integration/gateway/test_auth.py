@@ -93,6 +93,37 @@ async def test_a_token_in_the_query_string_is_refused_even_with_a_valid_header(
         assert "Authorization header" in answer.json()["error"]["message"]
 
 
+async def test_execute_wants_its_token_in_the_header_and_answers_401_with_a_challenge(
+    gateway: httpx.AsyncClient, caller: Caller
+) -> None:
+    workflow = await create_workflow(gateway, caller)
+    url = f"/v1/workflows/{workflow['id']}/execute"
+    for name in ("access_token", "token", "api_key"):
+        answer = await gateway.post(
+            url, params={name: caller.token}, json={}, headers=caller.headers
+        )
+        assert answer.status_code == 401, name
+        assert answer.json()["error"]["code"] == "unauthorized"
+        assert "Authorization header" in answer.json()["error"]["message"]
+        assert answer.headers["www-authenticate"].startswith(
+            CHALLENGE + ', error="invalid_request"'
+        )
+    other_query = await gateway.post(url, params={"x": "1"}, json={}, headers=caller.headers)
+    assert other_query.status_code == 202, other_query.text
+
+    missing = await gateway.post(url, json={})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == CHALLENGE
+    for header in ("Basic dXNlcjpwYXNz", "Bearer", "Bearer not-a-token", "jsp_abc"):
+        answer = await gateway.post(url, json={}, headers={"Authorization": header})
+        assert answer.status_code == 401, header
+        assert answer.headers["www-authenticate"].startswith(CHALLENGE + ', error="invalid_token"')
+    unknown = {"Authorization": "Bearer jsp_" + "A" * 43}
+    answer = await gateway.post(url, json={}, headers=unknown)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["message"] == "unknown or revoked token"
+
+
 async def test_a_revoked_token_stops_working(
     settings: GatewaySettings, caller: Caller, read_model: str
 ) -> None:
@@ -189,3 +220,27 @@ async def test_each_token_is_rate_limited_with_429_and_retry_after(
         assert 1 <= int(refused.headers["retry-after"]) <= 2
         # another token has its own bucket
         assert (await client.get("/v1/workflows", headers=second.headers)).status_code == 200
+
+
+async def test_execute_is_rate_limited_per_token_before_its_body_is_read(
+    settings: GatewaySettings, make_caller: MakeCaller
+) -> None:
+    limited = settings.model_copy(update={"rate_limit_per_s": 0.5, "rate_limit_burst": 3})
+    author = await make_caller("acme")
+    runner = await make_caller("acme")
+    async with running(limited) as (client, _):
+        workflow = await create_workflow(client, author)
+        url = f"/v1/workflows/{workflow['id']}/execute"
+        codes = [
+            (await client.post(url, json={}, headers=runner.headers)).status_code for _ in range(3)
+        ]
+        assert codes == [202, 202, 202]
+        refused = await client.post(url, json={"options": {"timeout": 0}}, headers=runner.headers)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        assert refused.json()["error"]["details"] == {
+            "retryAfter": int(refused.headers["retry-after"])
+        }
+        # the author's token has its own bucket
+        assert (await client.post(url, json={}, headers=author.headers)).status_code == 202

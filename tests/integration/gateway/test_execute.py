@@ -12,6 +12,8 @@ import pytest
 
 from jobsprint.events import ExecuteWorkflow, Topics
 from jobsprint.gateway.settings import GatewaySettings
+from jobsprint.gateway.tokens import READ
+from tests.integration.gateway.conftest import MakeCaller
 from tests.integration.gateway.support import (
     BASE,
     WORKFLOW,
@@ -248,6 +250,73 @@ async def test_execute_validates_its_body(gateway: httpx.AsyncClient, caller: Ca
         "/v1/workflows/wf_01jgz0000000000000000000/execute", json={}, headers=caller.headers
     )
     assert missing.status_code == 404
+
+
+async def test_execute_answers_its_location_replays_and_errors_in_the_envelope(
+    gateway: httpx.AsyncClient, caller: Caller
+) -> None:
+    workflow = await create_workflow(gateway, caller)
+    url = f"/v1/workflows/{workflow['id']}/execute"
+    answer = await gateway.post(url, headers=caller.headers)  # no body at all: all defaults
+    assert answer.status_code == 202, answer.text
+    execution_id = answer.json()["data"]["executionId"]
+    assert answer.headers["location"] == f"{BASE}/v1/executions/{execution_id}"
+    assert answer.headers["content-type"] == "application/json"
+    assert "idempotent-replayed" not in answer.headers
+
+    keyed = {**caller.headers, "Idempotency-Key": "where"}
+    first = await gateway.post(url, json={}, headers=keyed)
+    replay = await gateway.post(url, json={}, headers=keyed)
+    assert "idempotent-replayed" not in first.headers
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["location"] == first.headers["location"] != answer.headers["location"]
+
+    missing = await gateway.post(
+        "/v1/workflows/wf_01jgz0000000000000000000/execute", json={}, headers=caller.headers
+    )
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"
+    assert missing.content == (
+        b'{"success":false,"error":{"code":"not_found",'
+        b'"message":"workflow wf_01jgz0000000000000000000 not found","details":null}}'
+    )
+    other = await gateway.get(url, headers=caller.headers)
+    assert other.status_code == 405
+    assert other.headers["allow"] == "POST"
+    assert other.json()["error"]["code"] == "method_not_allowed"
+
+    text = (await gateway.get("/metrics")).text
+    assert 'route="/v1/workflows/{workflow_id}/execute",status="202"' in text
+    assert workflow["id"] not in text
+
+
+async def test_execute_checks_the_token_then_the_body_then_the_key_then_the_workflow(
+    gateway: httpx.AsyncClient, caller: Caller, make_caller: MakeCaller, read_model: str
+) -> None:
+    workflow = await create_workflow(gateway, caller)
+    url = f"/v1/workflows/{workflow['id']}/execute"
+    missing = "/v1/workflows/wf_01jgz0000000000000000000/execute"
+    reader = await make_caller("acme", [READ])
+    bad_body = {"options": {"timeout": 0}}
+    bad_key = {"Idempotency-Key": "k" * 201}
+
+    async def refusal(path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        answer = await gateway.post(path, json=body, headers=headers)
+        return answer.status_code, answer.json()["error"]["details"]
+
+    assert (await refusal(missing, bad_body, bad_key))[0] == 401
+    assert (await refusal(missing, bad_body, {**reader.headers, **bad_key})) == (
+        403,
+        {"requiredScopes": ["executions:write"]},
+    )
+    status, details = await refusal(missing, bad_body, {**caller.headers, **bad_key})
+    assert (status, details[0]["field"]) == (400, "options.timeout")
+    status, details = await refusal(missing, {}, {**caller.headers, **bad_key})
+    assert (status, details[0]["field"]) == (400, "Idempotency-Key")
+    status, details = await refusal(url, {}, {**caller.headers, "Idempotency-Key": ""})
+    assert (status, details[0]["field"]) == (400, "Idempotency-Key")
+    assert (await refusal(missing, {}, {**caller.headers, "Idempotency-Key": "k"}))[0] == 404
+    assert await count_requests(read_model) == 0
 
 
 async def test_bodies_over_the_limit_answer_413_with_or_without_content_length(

@@ -40,6 +40,23 @@ def test_depth_counts_containers() -> None:
     assert find_problem({"a": [{"b": "x\x00"}]}) == ("a[0].b", "nul")
 
 
+def test_a_problem_is_named_by_its_path() -> None:
+    assert find_problem({"a": {"b": [1, {"c\x00": 2}]}}) == ("a.b[1].c\x00", "nul")
+    assert find_problem([["x"], {"k": ["\x00"]}]) == ("[1].k[0]", "nul")
+    assert find_problem("\x00") == ("", "nul")
+    assert find_problem({"a": {"k": nested(32)}}) == ("a.k" + ".k[0]" * 15, "deep")
+    assert find_problem({"a": {"k": nested(30)}}) is None
+    assert find_problem({"a": "fine", "b": [1, 2.5, None, True]}) is None
+    with pytest.raises(InvalidJson) as refused:
+        parse_json(orjson.dumps({"inputData": {"a": nested(40)}}))
+    assert refused.value.details == [
+        {"field": "inputData.a.k…", "message": "nests deeper than 32 levels"}
+    ]
+    with pytest.raises(InvalidJson) as refused:
+        parse_json(b'{"a": {"b\\u0000": 1}}')
+    assert refused.value.message == "a.b\\u0000: NUL characters are not accepted"
+
+
 def test_parse_json_refuses_deep_and_broken_documents() -> None:
     assert parse_json(b"") is None
     assert parse_json(b'{"a": [1]}') == {"a": [1]}

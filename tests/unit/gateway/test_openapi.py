@@ -173,6 +173,66 @@ def test_every_error_answer_is_the_envelope_and_every_reference_resolves(
     assert "$defs" not in str(document)
 
 
+def test_the_execute_operation_documents_what_its_route_serves(
+    document: dict[str, Any],
+) -> None:
+    # execute is served by a plain route and documented from a declaration beside it
+    # (routes/plain.py): what clients generate their calls from must not move
+    path = document["paths"]["/v1/workflows/{workflow_id}/execute"]
+    assert list(path) == ["post"]
+    operation = path["post"]
+    assert operation["operationId"] == "execute_workflow_v1_workflows__workflow_id__execute_post"
+    assert operation["tags"] == ["workflows"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+    parameters = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    assert set(parameters) == {("path", "workflow_id"), ("header", "Idempotency-Key")}
+    workflow_id = parameters["path", "workflow_id"]
+    assert workflow_id["required"] is True and workflow_id["schema"]["type"] == "string"
+    key = parameters["header", "Idempotency-Key"]
+    assert key["required"] is False
+    assert key["schema"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert key["description"].startswith("1 to 200 characters")
+
+    body = operation["requestBody"]
+    assert body["required"] is False
+    schema = body["content"]["application/json"]["schema"]
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert set(schema["properties"]) == {"inputData", "options"}
+    assert {"type": "object", "additionalProperties": True} in (
+        schema["properties"]["inputData"]["anyOf"]
+    )
+    assert schema["properties"]["options"]["anyOf"][0] == {
+        "$ref": "#/components/schemas/ExecuteOptions"
+    }
+    options = document["components"]["schemas"]["ExecuteOptions"]
+    assert options["additionalProperties"] is False
+    assert options["properties"]["waitForCompletion"] == {
+        "default": False,
+        "title": "Waitforcompletion",
+        "type": "boolean",
+    }
+    timeout = options["properties"]["timeout"]
+    assert (timeout["type"], timeout["minimum"], timeout["maximum"]) == ("integer", 1, 86400)
+    assert timeout["default"] == 300
+
+    responses = operation["responses"]
+    errors = {"400", "401", "403", "404", "409", "413", "429", "503"}
+    assert set(responses) == {"200", "202"} | errors
+
+    def body_of(status: str) -> Any:
+        return responses[status]["content"]["application/json"]["schema"]
+
+    assert body_of("200") == {"$ref": "#/components/schemas/ExecutionCompletedResponse"}
+    assert body_of("202") == {"$ref": "#/components/schemas/ExecutionAcceptedResponse"}
+    for status in errors:
+        assert body_of(status) == {"$ref": "#/components/schemas/ErrorResponse"}, status
+    assert set(responses["401"]["headers"]) == {"WWW-Authenticate"}
+    assert set(responses["429"]["headers"]) == {"Retry-After"}
+    assert set(responses["503"]["headers"]) == {"Retry-After"}
+
+
 def test_the_shaped_answers_are_what_the_document_describes(document: dict[str, Any]) -> None:
     base = "https://api.example"
     pending = {**EXECUTION, "requested_at": AT, "original_execution_id": None}

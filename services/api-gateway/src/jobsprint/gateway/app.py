@@ -76,6 +76,8 @@ def create_app(settings: GatewaySettings, *, adapters: Adapters | None = None) -
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # before FastAPI's routes, so the hot path is matched first (see routes/plain.py)
+    app.router.routes[0:0] = workflows.plain_routes()
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(executions.router)

@@ -1,4 +1,5 @@
-"""Bearer-token authentication, scopes and per-token rate limiting (FastAPI dependencies).
+"""Bearer-token authentication, scopes and per-token rate limiting (`Authenticator`, called
+by the `require` FastAPI dependency or directly by a plain route).
 
 Tokens are looked up by their sha256 (the only thing stored) and compared in constant time;
 lookups are cached for `token_cache_seconds` (also the delay before a revocation bites).
@@ -62,12 +63,13 @@ class Authenticator:
         return found
 
     async def authenticate(self, request: Request, scopes: tuple[str, ...]) -> Principal:
-        for name in QUERY_TOKEN_PARAMS:
-            if name in request.query_params:
-                raise Unauthenticated(
-                    f"tokens are accepted only in the Authorization header, not as ?{name}=",
-                    error="invalid_request",
-                )
+        if request.scope["query_string"]:  # (parsing even an empty one costs every request)
+            for name in QUERY_TOKEN_PARAMS:
+                if name in request.query_params:
+                    raise Unauthenticated(
+                        f"tokens are accepted only in the Authorization header, not as ?{name}=",
+                        error="invalid_request",
+                    )
         header = request.headers.get("authorization")
         if not header:
             raise Unauthenticated("missing Authorization: Bearer <token> header")

@@ -2,7 +2,7 @@
 everything else that can go wrong) into `{"success": false, "error": {...}}` answers.
 
 The errors themselves are plain Python, so pure modules (pagination, shaping) can raise them;
-the FastAPI side is imported only by `install_error_handlers`.
+the web side (Starlette, FastAPI, psycopg) is imported only by the functions that answer.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import orjson
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
@@ -122,62 +124,82 @@ def error_body(code: str, message: str, details: Any = None) -> bytes:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the single mapping from anything raised to an error answer."""
+def answered_errors() -> tuple[type[Exception], ...]:
+    """The exceptions `answer_error` answers where they are raised (Starlette's exception
+    middleware, or a plain route itself). Anything else reaches the outermost handler,
+    which answers the same 500 and re-raises it to the server."""
     import psycopg
     from fastapi.exceptions import RequestValidationError
     from psycopg_pool import PoolTimeout
     from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import Request
+
+    return (
+        GatewayError,
+        RequestValidationError,
+        StarletteHTTPException,
+        PoolTimeout,
+        psycopg.OperationalError,
+        psycopg.DataError,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the single mapping from anything raised to an error answer."""
+    for kind in (*answered_errors(), Exception):
+        app.add_exception_handler(kind, answer_error)
+
+
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The one error handler: what the client gets for anything raised while answering."""
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):
+        gateway = getattr(request.app.state, "gateway", None)
+        if gateway is not None:
+            gateway.adapters.database_failed()
+    return error_response(as_gateway_error(exc))
+
+
+def error_response(error: GatewayError) -> Response:
     from starlette.responses import Response
 
-    def render(error: GatewayError) -> Response:
-        return Response(
-            error_body(error.code, error.message, error.details),
-            status_code=error.status,
-            headers=error.headers,
-            media_type="application/json",
-        )
+    return Response(
+        error_body(error.code, error.message, error.details),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
 
-    def as_gateway_error(exc: Exception) -> GatewayError:
-        if isinstance(exc, GatewayError):
-            return exc
-        if isinstance(exc, RequestValidationError):
-            return validation_error(exc.errors())
-        if isinstance(exc, StarletteHTTPException):
-            if exc.status_code == 404:
-                return NotFound("no such route")
-            if exc.status_code == 405:
-                return MethodNotAllowed(
-                    "method not allowed on this route", headers=dict(exc.headers or {})
-                )
-            error = GatewayError(str(exc.detail))
-            error.status = exc.status_code
-            error.code = "http_error"
-            return error
-        if isinstance(exc, (PoolTimeout, psycopg.OperationalError)):
-            log.warning("database unavailable: %s", exc)
-            return Unavailable("the database is unavailable; retry later")
-        if isinstance(exc, psycopg.DataError):
-            # the value itself cannot be stored or compared (e.g. a NUL character)
-            return InvalidRequest(f"a value in the request cannot be stored: {exc}")
-        log.error("unhandled error", exc_info=exc)
-        return GatewayError("internal error")
 
-    async def handle(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, psycopg.OperationalError):
-            gateway = getattr(request.app.state, "gateway", None)
-            if gateway is not None:
-                gateway.adapters.database_failed()
-        return render(as_gateway_error(exc))
+def as_gateway_error(exc: Exception) -> GatewayError:
+    import psycopg
+    from fastapi.exceptions import RequestValidationError
+    from psycopg_pool import PoolTimeout
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    app.add_exception_handler(GatewayError, handle)
-    app.add_exception_handler(RequestValidationError, handle)
-    app.add_exception_handler(StarletteHTTPException, handle)
-    app.add_exception_handler(PoolTimeout, handle)
-    app.add_exception_handler(psycopg.OperationalError, handle)
-    app.add_exception_handler(psycopg.DataError, handle)
-    app.add_exception_handler(Exception, handle)
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return validation_error(exc.errors())
+    if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 404:
+            return NotFound("no such route")
+        if exc.status_code == 405:
+            return MethodNotAllowed(
+                "method not allowed on this route", headers=dict(exc.headers or {})
+            )
+        error = GatewayError(str(exc.detail))
+        error.status = exc.status_code
+        error.code = "http_error"
+        return error
+    if isinstance(exc, (PoolTimeout, psycopg.OperationalError)):
+        log.warning("database unavailable: %s", exc)
+        return Unavailable("the database is unavailable; retry later")
+    if isinstance(exc, psycopg.DataError):
+        # the value itself cannot be stored or compared (e.g. a NUL character)
+        return InvalidRequest(f"a value in the request cannot be stored: {exc}")
+    log.error("unhandled error", exc_info=exc)
+    return GatewayError("internal error")
 
 
 def validation_error(errors: Any) -> InvalidRequest:

@@ -24,30 +24,49 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # --- JSON ------------------------------------------------------------------------------------
 
 
+# where a node sits: None for the root, else (parent's place, "." and a key or "[" and an index)
+_Place = tuple[Any, str, Any] | None
+
+
 def find_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
     """(path, "deep" | "nul") of the first container nested deeper than `limit` or the first
     string holding a NUL character (Postgres cannot store one). Iterative, so a hostile
-    document cannot exhaust the Python stack."""
-    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    document cannot exhaust the Python stack; the path is spelled out only for a problem."""
+    stack: list[tuple[Any, int, _Place]] = [(value, 1, None)]
     while stack:
-        node, depth, path = stack.pop()
+        node, depth, place = stack.pop()
         if isinstance(node, str):
             if "\x00" in node:
-                return path, "nul"
+                return _spelled(place), "nul"
             continue
         if isinstance(node, dict):
-            items: Any = [(f"{path}.{k}" if path else str(k), v, k) for k, v in node.items()]
+            if depth > limit:
+                return _spelled(place), "deep"
+            for key, child in node.items():
+                if "\x00" in key:
+                    return _spelled((place, ".", key)), "nul"
+                stack.append((child, depth + 1, (place, ".", key)))
         elif isinstance(node, list):
-            items = [(f"{path}[{i}]", v, "") for i, v in enumerate(node)]
-        else:
-            continue
-        if depth > limit:
-            return path, "deep"
-        for child_path, child, key in items:
-            if "\x00" in key:
-                return child_path, "nul"
-            stack.append((child, depth + 1, child_path))
+            if depth > limit:
+                return _spelled(place), "deep"
+            for index, child in enumerate(node):
+                stack.append((child, depth + 1, (place, "[", index)))
     return None
+
+
+def _spelled(place: _Place) -> str:
+    """`a.b[0].c`: keys joined by dots, indexes in brackets; "" for the root."""
+    steps: list[tuple[str, Any]] = []
+    while place is not None:
+        place, kind, step = place
+        steps.append((kind, step))
+    path = ""
+    for kind, step in reversed(steps):
+        if kind == "[":
+            path += f"[{step}]"
+        else:
+            path = f"{path}.{step}" if path else str(step)
+    return path
 
 
 def _short(path: str) -> str:

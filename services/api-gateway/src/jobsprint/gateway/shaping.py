@@ -17,6 +17,8 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     value = value.astimezone(UTC)
+    if value.year >= 1000:  # isoformat pads years to 4 digits, strftime does not
+        return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # (-6: "+00:00")
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 

@@ -65,10 +65,12 @@ async def model_body(request: Request, model: type[M]) -> M:
         raise validation_error(exc.errors()) from None
 
 
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
-        alias="Idempotency-Key",
+        alias=IDEMPOTENCY_KEY_HEADER,
         description=f"1 to {MAX_IDEMPOTENCY_KEY} characters: a repeat of the same request "
         "with the same key within 24 h answers the execution the first one made",
     ),
@@ -81,6 +83,6 @@ def idempotency_key(key: str | None) -> str | None:
         return None
     if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidRequest.field(
-            "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            IDEMPOTENCY_KEY_HEADER, f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
         )
     return key

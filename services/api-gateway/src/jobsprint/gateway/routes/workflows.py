@@ -17,6 +17,7 @@ from jobsprint.gateway.intake import submit, terminal_check
 from jobsprint.gateway.pagination import make_page, page_request
 from jobsprint.gateway.repository import ExecutionRequest
 from jobsprint.gateway.routes.common import (
+    IDEMPOTENCY_KEY_HEADER,
     IdempotencyKey,
     gateway,
     idempotency_key,
@@ -25,6 +26,7 @@ from jobsprint.gateway.routes.common import (
     ok,
 )
 from jobsprint.gateway.routes.openapi import answers, request_body
+from jobsprint.gateway.routes.plain import DocumentedRoute, PlainRoute
 from jobsprint.gateway.schemas import (
     DeletedResponse,
     ExecuteRequest,
@@ -41,7 +43,6 @@ router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
 
 WorkflowReader = Annotated[Principal, Depends(require(READ, WORKFLOWS))]
 WorkflowWriter = Annotated[Principal, Depends(require(WORKFLOWS))]
-Executor = Annotated[Principal, Depends(require(WRITE))]
 
 
 DEFINITION = request_body(WorkflowRequest, "The workflow definition", required=True)
@@ -160,30 +161,23 @@ async def delete_workflow(
     return ok({"id": workflow_id, "deleted": True})
 
 
-@router.post(
-    "/{workflow_id}/execute",
-    summary="Run the workflow's current version",
-    description=(
-        "Answers 202 at once, or with `options.waitForCompletion` 200 with the result once "
-        "the execution finishes (bounded by `options.timeout` and the server's max wait; "
-        "202 when the bound passes first). An `Idempotency-Key` header (up to 200 "
-        "characters) makes retries of the same request within 24 h return the same "
-        "execution."
-    ),
-    responses=answers(
-        {200: ExecutionCompletedResponse, 202: ExecutionAcceptedResponse},
-        errors=(400, 401, 403, 404, 409, 413, 429, 503),
-    ),
-    openapi_extra=request_body(ExecuteRequest, "Input and options (all optional)"),
-)
-async def execute_workflow(
-    request: Request, workflow_id: str, principal: Executor, key_header: IdempotencyKey = None
-) -> Response:
+# --- execute: the hot path, served by a PlainRoute (see plain.py) ----------------------------
+
+EXECUTE_PATH = "/{workflow_id}/execute"
+EXECUTE_SCOPES = (WRITE,)
+
+
+async def execute_workflow(request: Request) -> Response:
+    """`POST /v1/workflows/{workflow_id}/execute`. Checks, in the order clients have always
+    seen: the token (EXECUTE_SCOPES, rate limit), the body, the Idempotency-Key header, the
+    workflow."""
     state = gateway(request)
+    principal = await state.auth.authenticate(request, EXECUTE_SCOPES)
+    workflow_id: str = request.path_params["workflow_id"]
     adapters = state.adapters
     body = await model_body(request, ExecuteRequest)
     options = body.effective_options
-    key = idempotency_key(key_header)
+    key = idempotency_key(request.headers.get(IDEMPOTENCY_KEY_HEADER))
     workflow = await adapters.current_workflow(principal.workspace_id, workflow_id)
     if workflow is None:
         raise _not_found(workflow_id)
@@ -225,3 +219,39 @@ async def execute_workflow(
         status=202,
         headers=headers,
     )
+
+
+def plain_routes() -> list[PlainRoute]:
+    """This router's operations that the app serves ahead of FastAPI's routes."""
+    return [PlainRoute(router.prefix + EXECUTE_PATH, execute_workflow, methods=["POST"])]
+
+
+async def _execute_operation(
+    workflow_id: str,
+    principal: Annotated[Principal, Depends(require(*EXECUTE_SCOPES))],
+    key_header: IdempotencyKey = None,
+) -> Response:
+    """What `execute_workflow` reads, declared for the OpenAPI document."""
+    raise AssertionError("documentation only: execute_workflow serves this operation")
+
+
+router.add_api_route(
+    EXECUTE_PATH,
+    _execute_operation,
+    methods=["POST"],
+    name="execute_workflow",
+    route_class_override=DocumentedRoute,
+    summary="Run the workflow's current version",
+    description=(
+        "Answers 202 at once, or with `options.waitForCompletion` 200 with the result once "
+        "the execution finishes (bounded by `options.timeout` and the server's max wait; "
+        "202 when the bound passes first). An `Idempotency-Key` header (up to 200 "
+        "characters) makes retries of the same request within 24 h return the same "
+        "execution."
+    ),
+    responses=answers(
+        {200: ExecutionCompletedResponse, 202: ExecutionAcceptedResponse},
+        errors=(400, 401, 403, 404, 409, 413, 429, 503),
+    ),
+    openapi_extra=request_body(ExecuteRequest, "Input and options (all optional)"),
+)
