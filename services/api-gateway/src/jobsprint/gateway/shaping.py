@@ -10,16 +10,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from jobsprint.events.envelope import time_json
+
 Row = Mapping[str, Any]
 
 
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    if value.year >= 1000:  # isoformat pads years to 4 digits, strftime does not
-        return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # (-6: "+00:00")
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return time_json(value.astimezone(UTC))  # the events' own format
 
 
 def error_info(value: Any) -> dict[str, Any] | None:
