@@ -9,8 +9,8 @@ encoded). No server, no sockets: what is left is the gateway's own code and its 
     uv run --all-packages python bench/gateway_route_bench.py --case execute --rounds 30
 
 Cases: `execute` (POST /v1/workflows/{id}/execute, 202), `execute+key` (the same with a
-fresh Idempotency-Key each time), and for reference `get` (GET /v1/executions/{id}, a
-FastAPI route with the READ dependency) and `healthz`. Times are CPU time of this process
+fresh Idempotency-Key each time), `get` (GET /v1/executions/{id}, also a plain route
+since session 5) and `healthz`. Times are CPU time of this process
 (time.process_time), the best of --rounds rounds, the cases measured alternately; µs per
 request. The third command, under `py-spy record`, shows where the execute time goes.
 """
@@ -33,7 +33,7 @@ from jobsprint.gateway.app import Gateway, create_app
 from jobsprint.gateway.auth import Authenticator
 from jobsprint.gateway.commands import CommandBus
 from jobsprint.gateway.limits import RateLimiter
-from jobsprint.gateway.repository import ExecutionRequest
+from jobsprint.gateway.repository import ExecutionDetails, ExecutionRequest
 from jobsprint.gateway.settings import GatewaySettings
 from jobsprint.gateway.tokens import READ, WORKFLOWS, WRITE, hash_token
 from jobsprint.gateway.waiters import ExecutionWaiters
@@ -125,13 +125,9 @@ class InstantRepository:
     async def mark_published(self, execution_id: str) -> None:
         return None
 
-    async def execution_details(
-        self, workspace_id: str, execution_id: str
-    ) -> tuple[Row, list[Row], list[Row]] | None:
-        return (self.execution_row, [], []) if execution_id == EXECUTION_ID else None
-
-    async def published_request(self, workspace_id: str, execution_id: str) -> Row | None:
-        return None
+    async def execution_details(self, workspace_id: str, execution_id: str) -> ExecutionDetails:
+        row = self.execution_row if execution_id == EXECUTION_ID else None
+        return ExecutionDetails(row, [], [], None)
 
 
 class InstantProducer:

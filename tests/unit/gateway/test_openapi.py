@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from starlette.routing import Match
 
 from jobsprint.gateway.app import create_app
+from jobsprint.gateway.routes import executions
 from jobsprint.gateway.routes.openapi import answers, request_body
 from jobsprint.gateway.schemas import ErrorResponse, ExecuteRequest, WorkflowResponse
 from jobsprint.gateway.settings import GatewaySettings
@@ -231,6 +233,37 @@ def test_the_execute_operation_documents_what_its_route_serves(
     assert set(responses["401"]["headers"]) == {"WWW-Authenticate"}
     assert set(responses["429"]["headers"]) == {"Retry-After"}
     assert set(responses["503"]["headers"]) == {"Retry-After"}
+
+
+def test_the_get_execution_operation_documents_what_its_route_serves(
+    document: dict[str, Any],
+) -> None:
+    # GET /v1/executions/{execution_id} is a plain route too (polling clients call it)
+    operation = document["paths"]["/v1/executions/{execution_id}"]["get"]
+    assert operation["operationId"] == "get_execution_v1_executions__execution_id__get"
+    assert operation["summary"] == "An execution with its steps and logs"
+    assert "description" not in operation
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert [(p["in"], p["name"], p["required"]) for p in operation["parameters"]] == [
+        ("path", "execution_id", True)
+    ]
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "429", "503"}
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/ExecutionResponse"}
+
+
+def test_the_plain_get_route_leaves_fixed_paths_to_their_routes() -> None:
+    # `/v1/executions/metrics` must reach the metrics route, not be read as an execution id
+    [get] = executions.plain_routes()
+
+    def match(path: str) -> Match:
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        return get.matches(scope)[0]
+
+    assert match("/v1/executions/exec_01jgz0000000000000000000") is Match.FULL
+    assert match("/v1/executions/metrics") is Match.NONE
+    assert match("/v1/executions/metricsx") is Match.FULL
+    assert match("/v1/executions/exec_1/logs") is Match.NONE
 
 
 def test_the_shaped_answers_are_what_the_document_describes(document: dict[str, Any]) -> None:

@@ -77,7 +77,7 @@ def create_app(settings: GatewaySettings, *, adapters: Adapters | None = None) -
     )
     install_error_handlers(app)
     # before FastAPI's routes, so the hot path is matched first (see routes/plain.py)
-    app.router.routes[0:0] = workflows.plain_routes()
+    app.router.routes[0:0] = [*workflows.plain_routes(), *executions.plain_routes()]
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(executions.router)

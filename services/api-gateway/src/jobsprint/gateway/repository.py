@@ -35,6 +35,11 @@ _EXECUTION_COLUMNS = (
     " input, output, error, original_execution_id, from_step, timeout_s, created_at,"
     " started_at, finished_at, cancelled_at, duration_ms, last_seq"
 )
+_STEP_COLUMNS = (
+    "step_id, step_name, step_type, status, position, started_seq, attempts, input, output,"
+    " error, reused_from, started_at, finished_at, duration_ms"
+)
+_LOG_COLUMNS = "seq, time, level, message, step_id, data"
 _LIST_COLUMNS = (
     "id, workflow_id, workflow_name, workflow_version, status, triggered_by, input,"
     " original_execution_id, created_at, started_at, finished_at, cancelled_at, duration_ms"
@@ -98,6 +103,17 @@ class ExecutionRequest:
 
 def _canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionDetails:
+    """What `GET /v1/executions/{id}` shows: the read model's row with its steps and logs,
+    else the published request of an execution not projected yet, else nothing."""
+
+    row: Row | None
+    steps: list[Row]
+    logs: list[Row]
+    request: Row | None
 
 
 class Repository:
@@ -406,9 +422,8 @@ class Repository:
 
     async def steps(self, execution_id: str) -> list[Row]:
         return await self._all(
-            "SELECT step_id, step_name, step_type, status, position, started_seq, attempts,"
-            " input, output, error, reused_from, started_at, finished_at, duration_ms"
-            " FROM execution_steps WHERE execution_id = %s ORDER BY started_seq",
+            f"SELECT {_STEP_COLUMNS} FROM execution_steps"
+            " WHERE execution_id = %s ORDER BY started_seq",
             (execution_id,),
         )
 
@@ -424,39 +439,41 @@ class Repository:
             where.append(sql.SQL("step_id = %s"))
             params.append(step_id)
         query = sql.SQL(
-            "SELECT seq, time, level, message, step_id, data FROM execution_logs"
-            " WHERE {where} ORDER BY seq"
+            f"SELECT {_LOG_COLUMNS} FROM execution_logs WHERE {{where}} ORDER BY seq"
         ).format(where=sql.SQL(" AND ").join(where))
         return await self._all(query, params)
 
-    async def execution_details(
-        self, workspace_id: str, execution_id: str
-    ) -> tuple[Row, list[Row], list[Row]] | None:
-        """The execution, its steps and its logs, read in one snapshot."""
-        async with self.pool.connection() as conn, conn.transaction():
+    async def execution_details(self, workspace_id: str, execution_id: str) -> ExecutionDetails:
+        """The execution, its steps and its logs, read in one snapshot, and (for an
+        execution the projector has not written yet) its published request. The five
+        statements go out pipelined: one round trip instead of six. (Steps and logs are
+        read by execution id alone, and used only when the execution is the workspace's.)"""
+        key = (execution_id, workspace_id)
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
+            row_cur = await conn.cursor(row_factory=dict_row).execute(
                 f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = %s AND workspace_id = %s",
-                (execution_id, workspace_id),
+                key,
             )
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            await cur.execute(
-                "SELECT step_id, step_name, step_type, status, position, started_seq, attempts,"
-                " input, output, error, reused_from, started_at, finished_at, duration_ms"
-                " FROM execution_steps WHERE execution_id = %s ORDER BY started_seq",
+            steps_cur = await conn.cursor(row_factory=dict_row).execute(
+                f"SELECT {_STEP_COLUMNS} FROM execution_steps"
+                " WHERE execution_id = %s ORDER BY started_seq",
                 (execution_id,),
             )
-            steps = await cur.fetchall()
-            await cur.execute(
-                "SELECT seq, time, level, message, step_id, data FROM execution_logs"
-                " WHERE execution_id = %s ORDER BY seq",
+            logs_cur = await conn.cursor(row_factory=dict_row).execute(
+                f"SELECT {_LOG_COLUMNS} FROM execution_logs WHERE execution_id = %s ORDER BY seq",
                 (execution_id,),
             )
-            logs = await cur.fetchall()
-        return row, steps, logs
+            request_cur = await conn.cursor(row_factory=dict_row).execute(
+                "SELECT * FROM execution_requests"
+                " WHERE id = %s AND workspace_id = %s AND published_at IS NOT NULL",
+                key,
+            )
+            row = await row_cur.fetchone()
+            steps = await steps_cur.fetchall()
+            logs = await logs_cur.fetchall()
+            request = await request_cur.fetchone()
+        return ExecutionDetails(row, steps, logs, request)
 
 
 async def _insert_request(

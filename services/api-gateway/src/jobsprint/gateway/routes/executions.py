@@ -34,6 +34,7 @@ from jobsprint.gateway.routes.common import (
     ok,
 )
 from jobsprint.gateway.routes.openapi import answers, request_body
+from jobsprint.gateway.routes.plain import DocumentedRoute, PlainRoute, fixed_paths
 from jobsprint.gateway.schemas import (
     DeletedResponse,
     ExecutionAcceptedResponse,
@@ -157,20 +158,47 @@ async def execution_metrics(
     )
 
 
-@router.get(
-    "/{execution_id}",
+GET_PATH = "/{execution_id}"
+
+
+async def get_execution(request: Request) -> Response:
+    """`GET /v1/executions/{execution_id}`, polled by clients waiting for a result: a plain
+    route (routes/plain.py) with one pipelined read."""
+    state = gateway(request)
+    principal = await state.auth.authenticate(request, (READ,))
+    execution_id: str = request.path_params["execution_id"]
+    repository = state.adapters.repository
+    found = await repository.execution_details(principal.workspace_id, execution_id)
+    if found.row is not None:
+        return ok(execution_detail(found.row, found.steps, found.logs))
+    if found.request is not None:
+        return ok(pending_execution(found.request))
+    raise _not_found(execution_id)
+
+
+async def _get_operation(execution_id: str, principal: Reader) -> Response:
+    # what `get_execution` reads, declared for the OpenAPI document (no docstring: FastAPI
+    # would publish it as the operation's description)
+    raise AssertionError("documentation only: get_execution serves this operation")
+
+
+router.add_api_route(
+    GET_PATH,
+    _get_operation,
+    methods=["GET"],
+    name="get_execution",
+    route_class_override=DocumentedRoute,
     summary="An execution with its steps and logs",
     responses=answers({200: ExecutionResponse}, errors=(400, 401, 403, 404, 429, 503)),
 )
-async def get_execution(request: Request, execution_id: str, principal: Reader) -> Response:
-    repository = gateway(request).adapters.repository
-    found = await repository.execution_details(principal.workspace_id, execution_id)
-    if found is not None:
-        return ok(execution_detail(*found))
-    pending = await repository.published_request(principal.workspace_id, execution_id)
-    if pending is not None:
-        return ok(pending_execution(pending))
-    raise _not_found(execution_id)
+
+
+def plain_routes() -> list[PlainRoute]:
+    """This router's operations that the app serves ahead of FastAPI's routes."""
+    get = PlainRoute(
+        router.prefix + GET_PATH, get_execution, methods=["GET"], yields_to=fixed_paths(router)
+    )
+    return [get]
 
 
 @router.get(
