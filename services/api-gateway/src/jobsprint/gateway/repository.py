@@ -40,6 +40,17 @@ _STEP_COLUMNS = (
     " error, reused_from, started_at, finished_at, duration_ms"
 )
 _LOG_COLUMNS = "seq, time, level, message, step_id, data"
+_STEP_TIMES = ("started_at", "finished_at")
+_LOG_TIMES = ("time",)
+# the execution, and its steps and logs as JSON arrays (text, read with orjson: _rows_of)
+_DETAILS_QUERY = (
+    f"SELECT {_EXECUTION_COLUMNS},"
+    " (SELECT coalesce(json_agg(s ORDER BY s.started_seq), '[]')::text FROM"
+    f" (SELECT {_STEP_COLUMNS} FROM execution_steps WHERE execution_id = e.id) s) AS steps_json,"
+    " (SELECT coalesce(json_agg(l ORDER BY l.seq), '[]')::text FROM"
+    f" (SELECT {_LOG_COLUMNS} FROM execution_logs WHERE execution_id = e.id) l) AS logs_json"
+    " FROM executions e WHERE id = %s AND workspace_id = %s"
+)
 _LIST_COLUMNS = (
     "id, workflow_id, workflow_name, workflow_version, status, triggered_by, input,"
     " original_execution_id, created_at, started_at, finished_at, cancelled_at, duration_ms"
@@ -444,36 +455,34 @@ class Repository:
         return await self._all(query, params)
 
     async def execution_details(self, workspace_id: str, execution_id: str) -> ExecutionDetails:
-        """The execution, its steps and its logs, read in one snapshot, and (for an
-        execution the projector has not written yet) its published request. The five
-        statements go out pipelined: one round trip instead of six. (Steps and logs are
-        read by execution id alone, and used only when the execution is the workspace's.)"""
-        key = (execution_id, workspace_id)
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            row_cur = await conn.cursor(row_factory=dict_row).execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = %s AND workspace_id = %s",
-                key,
-            )
-            steps_cur = await conn.cursor(row_factory=dict_row).execute(
-                f"SELECT {_STEP_COLUMNS} FROM execution_steps"
-                " WHERE execution_id = %s ORDER BY started_seq",
-                (execution_id,),
-            )
-            logs_cur = await conn.cursor(row_factory=dict_row).execute(
-                f"SELECT {_LOG_COLUMNS} FROM execution_logs WHERE execution_id = %s ORDER BY seq",
-                (execution_id,),
-            )
-            request_cur = await conn.cursor(row_factory=dict_row).execute(
+        """The execution with its steps and logs, in ONE statement (so one snapshot and one
+        round trip: pollers call this hundreds of times a second); else the published
+        request of an execution the projector has not written yet (a second statement)."""
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(_DETAILS_QUERY, (execution_id, workspace_id))
+            row: Row | None = await cur.fetchone()
+            if row is not None:
+                steps = _rows_of(row.pop("steps_json"), _STEP_TIMES)
+                logs = _rows_of(row.pop("logs_json"), _LOG_TIMES)
+                return ExecutionDetails(row, steps, logs, None)
+            await cur.execute(
                 "SELECT * FROM execution_requests"
                 " WHERE id = %s AND workspace_id = %s AND published_at IS NOT NULL",
-                key,
+                (execution_id, workspace_id),
             )
-            row = await row_cur.fetchone()
-            steps = await steps_cur.fetchall()
-            logs = await logs_cur.fetchall()
-            request = await request_cur.fetchone()
-        return ExecutionDetails(row, steps, logs, request)
+            return ExecutionDetails(None, [], [], await cur.fetchone())
+
+
+def _rows_of(aggregated: str, time_columns: tuple[str, ...]) -> list[Row]:
+    """Rows as `dict_row` reads them, from the JSON array `json_agg` made of them: the
+    timestamps (JSON text there) back to datetimes."""
+    rows: list[Row] = orjson.loads(aggregated)
+    for row in rows:
+        for column in time_columns:
+            if row[column] is not None:
+                row[column] = datetime.fromisoformat(row[column])
+    return rows
 
 
 async def _insert_request(
