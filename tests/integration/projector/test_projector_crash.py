@@ -1,5 +1,6 @@
 """kill -9 in the middle of a stream: the restarted projector ends with exactly the read
-model a fresh rebuild gives — nothing lost, nothing applied twice."""
+model a fresh rebuild (in worker processes) gives — nothing lost, nothing applied twice.
+kill -9 of a rebuild worker: the rebuild fails, it never reports a partial schema."""
 
 from __future__ import annotations
 
@@ -122,15 +123,27 @@ async def test_kill_9_mid_stream_then_restart_equals_a_rebuild(
             second.kill()
             second.wait()
 
+    # two workers over three partitions: one replays two of them, the other one
+    assert len(publisher.last_offsets) == 3
     rebuilt = subprocess.run(
-        [sys.executable, "-m", "jobsprint.projector", "rebuild", "--schema", "rebuild_check"],
+        [
+            sys.executable,
+            "-m",
+            "jobsprint.projector",
+            "rebuild",
+            "--schema",
+            "rebuild_check",
+            "--workers",
+            "2",
+        ],
         env=env,
         capture_output=True,
         timeout=60,
-        check=True,
     )
+    assert rebuilt.returncode == 0, rebuilt.stderr.decode()
     summary = orjson.loads(rebuilt.stdout)
     assert summary["schema"] == "rebuild_check"
+    assert summary["workers"] == 2
     assert summary["events"] == total
     assert summary["events_per_s"] > 0
     print(f"rebuild of {total} events: {summary}")
@@ -150,3 +163,60 @@ async def test_kill_9_mid_stream_then_restart_equals_a_rebuild(
     )
     assert compared.returncode == 0, compared.stdout.decode()
     assert compared.stdout.decode().splitlines()[-1] == "identical"
+
+
+def spawned_workers(parent: int) -> set[int]:
+    """The multiprocessing workers `parent` has started (not its resource tracker)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                spawned = b"spawn_main" in cmdline.read()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == parent and spawned:
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+async def test_kill_9_of_a_rebuild_worker_fails_the_rebuild(
+    bootstrap: str, topics: Topics, database: str, publisher: Any, make_workload: Any
+) -> None:
+    await publisher.send(make_workload(EXECUTIONS))
+    assert len(publisher.last_offsets) == 3
+    env = projector_env(bootstrap, topics, database, free_port())
+    rebuild = start_projector(env, "rebuild", "--schema", "rebuild_killed", "--workers", "2")
+    try:
+        async with asyncio.timeout(30):
+            while not (workers := spawned_workers(rebuild.pid)):
+                assert rebuild.poll() is None, "the rebuild ended before a worker started"
+                await asyncio.sleep(0.002)
+        os.kill(min(workers), signal.SIGKILL)
+        async with asyncio.timeout(30):
+            while rebuild.poll() is None:
+                workers |= spawned_workers(rebuild.pid)
+                await asyncio.sleep(0.01)
+        stdout, stderr = rebuild.communicate()
+    finally:
+        if rebuild.poll() is None:
+            rebuild.kill()
+            rebuild.wait()
+
+    assert rebuild.returncode == 1
+    assert stdout == b"", "no summary for a partial schema"
+    assert not [pid for pid in workers if alive(pid)], "the other worker is stopped too"
+    failure = stderr.decode()
+    assert "rebuild failed" in failure and "killed by signal 9" in failure
+    assert "replay of partitions [0, 2]" in failure or "replay of partitions [1]" in failure
