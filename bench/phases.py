@@ -671,6 +671,9 @@ async def soak(
             [o.latency_ms for o in kinds["wait"] if o.error is None and o.due >= run.started + warm]
         ),
     }
+    out["wait"]["p99_by_10s"] = _p99_by_window(
+        [(o.due - run.started, o.latency_ms) for o in kinds["wait"] if o.error is None], 10
+    )
     out["poll"] = {
         **counts(kinds["poll"]),
         "poll_requests": mixed.polls,
@@ -702,6 +705,15 @@ async def soak(
     if list_result is not None:
         out["list"] = list_result
     return out
+
+
+def _p99_by_window(samples: list[tuple[float, float]], window_s: float) -> list[float | None]:
+    """p99 of (seconds into the run, ms) samples in each `window_s` window: a stall shows as
+    one bad window, a slow system as all of them."""
+    windows: dict[int, list[float]] = {}
+    for at, ms in samples:
+        windows.setdefault(int(at // window_s), []).append(ms)
+    return [summarize(windows.get(i, []))["p99"] for i in range(max(windows, default=-1) + 1)]
 
 
 def _rss_series(procs: ProcessSampler, start: float, end: float) -> dict[str, list[float]]:
@@ -886,6 +898,7 @@ async def replay(args: Any) -> dict[str, Any]:
         "JOBSPRINT_LOG_LEVEL": "WARNING",
     }
     cmd = [sys.executable, "-m", "jobsprint.projector", "rebuild", "--schema", "bench_rebuild"]
+    cmd += ["--workers", str(args.replay_workers)]
     say(
         f"replay: JOBSPRINT_TOPIC_PREFIX={args.replay_prefix}"
         " python -m jobsprint.projector rebuild …"
@@ -905,7 +918,8 @@ async def replay(args: Any) -> dict[str, Any]:
     return {
         "command": f"JOBSPRINT_TOPIC_PREFIX={args.replay_prefix} "
         f"JOBSPRINT_DATABASE_URL=…/{args.bulk_database} "
-        "python -m jobsprint.projector rebuild --schema bench_rebuild",
+        "python -m jobsprint.projector rebuild --schema bench_rebuild"
+        f" --workers {args.replay_workers}",
         "topic_executions": info.get("executions"),
         "topic_events": info.get("events"),
         **summary,

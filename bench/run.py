@@ -138,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-prefix", default="benchmetrics", help="topic prefix of its events")
     p.add_argument("--replay-prefix", default="benchreplay")
     p.add_argument("--replay-executions", type=int, default=100_000)
+    p.add_argument("--replay-workers", type=int, default=2, help="`rebuild --workers`")
     p.add_argument("--output", default=str(RESULTS / "latest.json"))
     p.add_argument(
         "--merge",
