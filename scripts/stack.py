@@ -13,6 +13,8 @@ Settings (environment):
     JOBSPRINT_PG_PORT     Postgres port on 127.0.0.1 (default: 5432)
     JOBSPRINT_PARTITIONS  partitions of the commands and events topics (default: 6)
     JOBSPRINT_EXECUTORS   executor processes started by `up` (default: 2)
+    JOBSPRINT_CONSUMER_NICE  niceness of the executors, projector and metrics service
+                          (default: 5; 0 to run them at the gateway's priority)
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ KAFKA_PORT = int(os.environ.get("JOBSPRINT_KAFKA_PORT", "9092"))
 PG_PORT = int(os.environ.get("JOBSPRINT_PG_PORT", "5432"))
 PARTITIONS = int(os.environ.get("JOBSPRINT_PARTITIONS", "6"))
 EXECUTORS = int(os.environ.get("JOBSPRINT_EXECUTORS", "2"))
+# On one box the gateway answers clients while the consumers work in batches: the consumers
+# run at a lower priority, so a request does not queue behind a batch, and what they are
+# kept waiting for joins their next batch (docs/operations.md, "One box").
+CONSUMER_NICE = int(os.environ.get("JOBSPRINT_CONSUMER_NICE", "5"))
 PG_BIN = Path(os.environ.get("JOBSPRINT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DATABASE = "jobsprint"
 
@@ -79,12 +85,12 @@ def read_pid(name: str) -> int | None:
         return None
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+def spawn(name: str, argv: list[str], env: dict[str, str] | None = None, nice: int = 0) -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     RUN.mkdir(parents=True, exist_ok=True)
     log = open(LOGS / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        argv,
+        ["nice", "-n", str(nice), *argv] if nice else argv,  # nice execs: the pid is argv's
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -352,15 +358,16 @@ class Service:
     name: str
     argv: list[str]
     port: int | None = None  # HTTP port it serves, waited for
+    nice: int = 0  # scheduling niceness (CONSUMER_NICE for the consumers)
 
 
 def services() -> list[Service]:
     py = sys.executable
     found = [
-        Service("metrics", [py, "-m", "jobsprint.metrics"], 8090),
-        Service("projector", [py, "-m", "jobsprint.projector"], 8091),
+        Service("metrics", [py, "-m", "jobsprint.metrics"], 8090, CONSUMER_NICE),
+        Service("projector", [py, "-m", "jobsprint.projector"], 8091, CONSUMER_NICE),
         *[
-            Service(f"executor-{i}", [py, "-m", "jobsprint.executor"], 8091 + i)
+            Service(f"executor-{i}", [py, "-m", "jobsprint.executor"], 8091 + i, CONSUMER_NICE)
             for i in range(1, EXECUTORS + 1)
         ],
         Service("api-gateway", [py, "-m", "jobsprint.gateway"], 8080),
@@ -386,7 +393,7 @@ def services_up() -> None:
         env = service_env()
         if service.name.startswith("executor-"):
             env["JOBSPRINT_EXECUTOR_HTTP_PORT"] = str(8091 + int(service.name.split("-")[1]))
-        spawn(service.name, service.argv, env)
+        spawn(service.name, service.argv, env, service.nice)
         if service.port:
             wait_port(service.port, service.name, 60, LOGS / f"{service.name}.log")
             say(f"{service.name:<9} started on 127.0.0.1:{service.port}")

@@ -24,8 +24,10 @@ class ExecutorSettings(CommonSettings):
     """Kafka consumer group of the executors (default: `<topic_prefix>.executor`)."""
     executor_max_in_flight: int = 2000
     """Executions one process runs concurrently; beyond it, new commands wait in Kafka."""
-    executor_commit_interval_ms: int = 2
-    """How long events gather before one Kafka transaction commits them."""
+    executor_commit_interval_ms: int = 10
+    """How long events gather before one Kafka transaction commits them (per partition,
+    counted from the first event after the last commit). Longer: fewer transactions, each
+    a few broker round trips, at the cost of up to this much latency per execution."""
     executor_grace_seconds: float = 20.0
     """On SIGTERM, how long running steps may finish before the process leaves the group."""
     executor_max_event_bytes: int = Field(1_048_576, ge=_SMALLEST_RECORD_LIMIT)
