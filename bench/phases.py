@@ -631,13 +631,15 @@ async def soak(
     mixed = MixedLoad(stack, workflow_id, args.poll_interval_ms / 1000)
     load = asyncio.create_task(open_loop(rate, total, mixed.request, grace_s=70))
     list_result: dict[str, Any] | None = None
-    if queries is not None:
-        try:
+    try:
+        if queries is not None:
             await asyncio.sleep(5)
             list_result = await queries.run(total - 10)
-        finally:
+        run = await load
+    finally:
+        # after the load: stopping the list gateway is a burst of CPU of its own
+        if queries is not None:
             await queries.close()
-    run = await load
     usage = cpu.close()
     ended = time.monotonic()
     await wait_drained(stack, run, 30)
