@@ -458,20 +458,13 @@ class Repository:
         """The execution with its steps and logs, in ONE statement (so one snapshot and one
         round trip: pollers call this hundreds of times a second); else the published
         request of an execution the projector has not written yet (a second statement)."""
-        async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(_DETAILS_QUERY, (execution_id, workspace_id))
-            row: Row | None = await cur.fetchone()
-            if row is not None:
-                steps = _rows_of(row.pop("steps_json"), _STEP_TIMES)
-                logs = _rows_of(row.pop("logs_json"), _LOG_TIMES)
-                return ExecutionDetails(row, steps, logs, None)
-            await cur.execute(
-                "SELECT * FROM execution_requests"
-                " WHERE id = %s AND workspace_id = %s AND published_at IS NOT NULL",
-                (execution_id, workspace_id),
-            )
-            return ExecutionDetails(None, [], [], await cur.fetchone())
+        row = await self._one(_DETAILS_QUERY, (execution_id, workspace_id))
+        if row is None:
+            request = await self.published_request(workspace_id, execution_id)
+            return ExecutionDetails(None, [], [], request)
+        steps = _rows_of(row.pop("steps_json"), _STEP_TIMES)
+        logs = _rows_of(row.pop("logs_json"), _LOG_TIMES)
+        return ExecutionDetails(row, steps, logs, None)
 
 
 def _rows_of(aggregated: str, time_columns: tuple[str, ...]) -> list[Row]:

@@ -163,7 +163,7 @@ GET_PATH = "/{execution_id}"
 
 async def get_execution(request: Request) -> Response:
     """`GET /v1/executions/{execution_id}`, polled by clients waiting for a result: a plain
-    route (routes/plain.py) with one pipelined read."""
+    route (routes/plain.py), one read of the execution with its steps and logs."""
     state = gateway(request)
     principal = await state.auth.authenticate(request, (READ,))
     execution_id: str = request.path_params["execution_id"]
