@@ -207,6 +207,34 @@ async def test_wait_for_completion_answers_the_result_or_202_when_the_bound_pass
     assert asyncio.get_running_loop().time() - started < 2.5
 
 
+async def test_a_replayed_wait_answers_a_finished_execution_at_once(
+    gateway: httpx.AsyncClient, caller: Caller, rows: ReadModel
+) -> None:
+    workflow = await create_workflow(gateway, caller)
+    url = f"/v1/workflows/{workflow['id']}/execute"
+    headers = {**caller.headers, "Idempotency-Key": "replayed-wait"}
+    first = await gateway.post(url, json={"inputData": {"n": 1}}, headers=headers)
+    assert first.status_code == 202, first.text
+    execution_id = first.json()["data"]["executionId"]
+    await rows.add_execution(
+        caller.workspace_id, execution_id=execution_id, workflow_id=workflow["id"]
+    )
+    await rows.finish(execution_id, "success", output={"sent": True})
+
+    # no notification will come: the replay must read the finished row, not wait for one
+    started = asyncio.get_running_loop().time()
+    replay = await gateway.post(
+        url,
+        json={"inputData": {"n": 1}, "options": {"waitForCompletion": True, "timeout": 30}},
+        headers=headers,
+    )
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert replay.status_code == 200, replay.text
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["data"]["executionId"] == execution_id
+    assert replay.json()["data"]["outputData"] == {"sent": True}
+
+
 async def test_execute_validates_its_body(gateway: httpx.AsyncClient, caller: Caller) -> None:
     workflow = await create_workflow(gateway, caller)
     url = f"/v1/workflows/{workflow['id']}/execute"

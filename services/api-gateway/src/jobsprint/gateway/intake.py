@@ -3,6 +3,7 @@ command, and undo the record when Kafka does not take the command — nothing ha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,55 @@ async def submit(
 ) -> tuple[ExecutionRequest, bool]:
     """(the accepted request, True) — or (the earlier request, False) when the idempotency
     key was already used for the same request in the last 24 h."""
+    stored, created, recording = await _submit(adapters, request, command, idempotency_key)
+    if recording is not None:
+        await recording
+    return stored, created
+
+
+async def submit_and_wait(
+    adapters: Adapters,
+    request: ExecutionRequest,
+    command: Command,
+    idempotency_key: str | None,
+    timeout_s: float,
+) -> tuple[ExecutionRequest, bool, Row | None]:
+    """`submit`, then wait up to `timeout_s` for the execution to end: its read-model row,
+    or None when the time passes first. It listens for the execution before the command
+    goes out, so a new execution needs no first read, and records the request while the
+    execution runs (the client hears of it only once both are done)."""
+    waiters = adapters.waiters
+    registered = waiters.expect(request.id)
+    try:
+        stored, created, recording = await _submit(adapters, request, command, idempotency_key)
+    except BaseException:
+        waiters.forget(request.id, registered)
+        raise
+    expected: asyncio.Future[str] | None = registered
+    if not created:  # a replay: the earlier execution may be long finished
+        waiters.forget(request.id, registered)
+        expected = None
+    try:
+        row = await waiters.wait_for(
+            stored.id,
+            terminal_check(adapters, stored.workspace_id, stored.id),
+            timeout_s,
+            expected=expected,
+        )
+    finally:
+        if recording is not None:
+            await recording
+    return stored, created, row
+
+
+async def _submit(
+    adapters: Adapters,
+    request: ExecutionRequest,
+    command: Command,
+    idempotency_key: str | None,
+) -> tuple[ExecutionRequest, bool, asyncio.Task[None] | None]:
+    """`submit`'s answer, and the recording of a request without idempotency key (started
+    once its command is produced) for the caller to await."""
     envelope = make(
         command,
         execution_id=request.id,
@@ -36,11 +86,7 @@ async def submit(
         # nothing to claim: produce, then record the request as produced (one statement)
         await adapters.commands.send(envelope)
         EXECUTIONS_REQUESTED.labels(request.triggered_by).inc()
-        try:
-            await adapters.repository.record_published(request)
-        except Exception:  # the command is out: the execution is accepted whatever happens
-            log.warning("could not record request %s", request.id, exc_info=True)
-        return request, True
+        return request, True, asyncio.create_task(_record_published(adapters, request))
     stored, created = await adapters.repository.claim_request(request, idempotency_key)
     if not created:
         if not stored.same_request(request):
@@ -48,7 +94,7 @@ async def submit(
                 "this Idempotency-Key was already used for a different request",
                 {"executionId": stored.id},
             )
-        return stored, False
+        return stored, False, None
     try:
         await adapters.commands.send(envelope)
     except Exception:
@@ -59,7 +105,14 @@ async def submit(
         await adapters.repository.mark_published(request.id)
     except Exception:  # the command is out: the execution is accepted whatever happens here
         log.warning("could not mark %s published", request.id, exc_info=True)
-    return request, True
+    return request, True, None
+
+
+async def _record_published(adapters: Adapters, request: ExecutionRequest) -> None:
+    try:
+        await adapters.repository.record_published(request)
+    except Exception:  # the command is out: the execution is accepted whatever happens
+        log.warning("could not record request %s", request.id, exc_info=True)
 
 
 def terminal_check(

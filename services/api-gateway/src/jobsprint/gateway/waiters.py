@@ -93,31 +93,49 @@ class ExecutionWaiters:
                 if not future.done():
                     future.set_result(why)
 
+    def expect(self, execution_id: str) -> asyncio.Future[str]:
+        """Register for `execution_id`'s notifications before causing them (before its
+        command is sent): a `wait_for(..., expected=)` that follows needs no first check,
+        as nothing can have finished before. `forget` it if the wait never comes."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[execution_id].add(future)
+        return future
+
+    def forget(self, execution_id: str, future: asyncio.Future[str]) -> None:
+        waiting = self._waiting.get(execution_id)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiting[execution_id]
+
     async def wait_for(
         self,
         execution_id: str,
         check: Callable[[], Awaitable[T | None]],
         timeout_s: float,
+        *,
+        expected: asyncio.Future[str] | None = None,
     ) -> T | None:
         """Run `check` until it returns something (then return it), re-running it on every
         notification about `execution_id` and at least every `poll_s`; None when
-        `timeout_s` passes first."""
+        `timeout_s` passes first. With `expected` (from `expect`, registered before the
+        execution could change) the first check waits for a notification or `poll_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        pending = expected
         while True:
-            future: asyncio.Future[str] = loop.create_future()
-            self._waiting[execution_id].add(future)
+            future = pending or loop.create_future()
+            if pending is None:
+                self._waiting[execution_id].add(future)
             try:
-                result = await check()  # after registering: no wake-up can slip through
-                if result is not None:
-                    return result
+                if pending is None:  # after registering: no wake-up can slip through
+                    result = await check()
+                    if result is not None:
+                        return result
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
                 await asyncio.wait({future}, timeout=min(self.poll_s, remaining))
             finally:
-                waiting = self._waiting.get(execution_id)
-                if waiting is not None:
-                    waiting.discard(future)
-                    if not waiting:
-                        del self._waiting[execution_id]
+                self.forget(execution_id, future)
+                pending = None

@@ -13,7 +13,7 @@ from jobsprint.gateway.auth import require
 from jobsprint.gateway.definitions import validated_definition
 from jobsprint.gateway.errors import NotFound
 from jobsprint.gateway.filters import WORKFLOWS_FINGERPRINT
-from jobsprint.gateway.intake import submit, terminal_check
+from jobsprint.gateway.intake import submit, submit_and_wait
 from jobsprint.gateway.pagination import make_page, page_request
 from jobsprint.gateway.repository import ExecutionRequest
 from jobsprint.gateway.routes.common import (
@@ -203,17 +203,17 @@ async def execute_workflow(request: Request) -> Response:
         timeout_s=float(options.timeout),
         requested_at=requested_at,
     )
-    stored, created = await submit(adapters, execution, command, key)
+    row = None
+    if options.waitForCompletion:
+        bound = min(float(options.timeout), state.settings.max_wait_s)
+        stored, created, row = await submit_and_wait(adapters, execution, command, key, bound)
+    else:
+        stored, created = await submit(adapters, execution, command, key)
     headers = {"Location": f"{state.settings.public_base}/v1/executions/{stored.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    if options.waitForCompletion:
-        bound = min(float(options.timeout), state.settings.max_wait_s)
-        row = await adapters.waiters.wait_for(
-            stored.id, terminal_check(adapters, principal.workspace_id, stored.id), bound
-        )
-        if row is not None:
-            return ok(completed(row), headers=headers)
+    if row is not None:
+        return ok(completed(row), headers=headers)
     return ok(
         accepted(stored.id, stored.requested_at, state.settings.public_base),
         status=202,
