@@ -13,7 +13,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from jobsprint.gateway.app import apply_migrations
-from jobsprint.gateway.upkeep import tidy_requests
+from jobsprint.gateway.upkeep import Tidied, tidy_requests
 from tests.integration.gateway.support import Caller, ReadModel, create_workflow
 
 pytestmark = pytest.mark.integration
@@ -93,16 +93,15 @@ async def test_accepted_executions_are_listed_pending_until_projected(
         (accepted[2], "pending"),
         (accepted[0], "pending"),
     ]
-    # and the gateway's upkeep marks its request projected within a few passes
+    # and the gateway's upkeep removes its request within a few passes: without an
+    # idempotency key, a projected request has nothing left to answer
     for _ in range(50):
-        if (await projected_flags(rows.url, accepted))[accepted[1]]:
+        if accepted[1] not in await projected_flags(rows.url, accepted):
             break
         await asyncio.sleep(0.1)
-    assert await projected_flags(rows.url, accepted) == {
-        accepted[0]: False,
-        accepted[1]: True,
-        accepted[2]: False,
-    }
+    assert await projected_flags(rows.url, accepted) == {accepted[0]: False, accepted[2]: False}
+    answer = await gateway.get(f"/v1/executions/{accepted[1]}", headers=caller.headers)
+    assert answer.status_code == 200 and answer.json()["data"]["status"] == "running"
 
 
 async def test_upkeep_drops_never_produced_requests_and_prunes_old_projected_ones(
@@ -111,29 +110,37 @@ async def test_upkeep_drops_never_produced_requests_and_prunes_old_projected_one
     await apply_migrations(read_model)
     now = datetime.now(UTC)
     cases = {
-        # id: (published, projected, age)
-        "exec_never_produced_old": (False, False, timedelta(minutes=5)),
-        "exec_never_produced_new": (False, False, timedelta(seconds=1)),
-        "exec_in_flight_old": (True, False, timedelta(hours=30)),
-        "exec_projected_old": (True, True, timedelta(hours=25)),
-        "exec_projected_new": (True, True, timedelta(hours=1)),
+        # id: (published, projected, age, idempotency key)
+        "exec_never_produced_old": (False, False, timedelta(minutes=5), None),
+        "exec_never_produced_new": (False, False, timedelta(seconds=1), None),
+        "exec_in_flight_old": (True, False, timedelta(hours=30), None),
+        "exec_projected_old": (True, True, timedelta(hours=25), "k1"),
+        "exec_projected_new": (True, True, timedelta(hours=1), "k2"),
+        "exec_written_keyed": (True, False, timedelta(seconds=1), "k3"),
+        "exec_written_keyless": (True, False, timedelta(seconds=1), None),
     }
-    for execution_id, (published, projected, age) in cases.items():
+    for execution_id, (published, projected, age, key) in cases.items():
         await rows.execute(
             "INSERT INTO execution_requests (id, workspace_id, workflow_id, workflow_name,"
-            " workflow_version, triggered_by, requested_at, published_at, projected)"
-            " VALUES (%s, 'ws', 'wf', 'W', 1, 'api', %s, %s, %s)",
-            (execution_id, now - age, (now - age) if published else None, projected),
+            " workflow_version, triggered_by, requested_at, published_at, projected,"
+            " idempotency_key) VALUES (%s, 'ws', 'wf', 'W', 1, 'api', %s, %s, %s, %s)",
+            (execution_id, now - age, (now - age) if published else None, projected, key),
         )
+    # the projector has written these two
+    for execution_id in ("exec_written_keyed", "exec_written_keyless"):
+        await rows.add_execution("ws", execution_id=execution_id)
     async with AsyncConnectionPool(read_model, min_size=1, max_size=2, open=False) as pool:
         tidied = await tidy_requests(
             pool, abandoned_after=timedelta(seconds=60), keep_for=timedelta(hours=24)
         )
     assert tidied is not None
-    assert (tidied.dropped_unpublished, tidied.pruned) == (1, 1)
+    assert tidied == Tidied(
+        removed_projected=1, marked_projected=1, dropped_unpublished=1, pruned=1
+    )
     left = await projected_flags(read_model, list(cases))
-    assert sorted(left) == [
-        "exec_in_flight_old",  # still waiting for an executor: kept, however old
-        "exec_never_produced_new",  # its gateway may still be producing it
-        "exec_projected_new",  # inside the idempotency window
-    ]
+    assert left == {
+        "exec_in_flight_old": False,  # still waiting for an executor: kept, however old
+        "exec_never_produced_new": False,  # its gateway may still be producing it
+        "exec_projected_new": True,  # inside the idempotency window
+        "exec_written_keyed": True,  # its key answers replays for the window
+    }

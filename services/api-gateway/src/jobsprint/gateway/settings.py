@@ -33,7 +33,8 @@ class GatewaySettings(CommonSettings):
     requests for the broker under load, at most this much added to an execute's answer."""
     request_upkeep_interval_s: float = Field(1.0, gt=0)
     """How often accepted requests are matched with the read model (an accepted execution
-    is listed as `pending` until the projector has it) and old ones pruned."""
+    is listed as `pending` until the projector has it): matched ones are removed, or kept
+    until the idempotency window ends when they carry a key."""
 
     @property
     def public_base(self) -> str:
