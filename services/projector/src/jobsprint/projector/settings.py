@@ -30,10 +30,11 @@ class ProjectorSettings(CommonSettings):
     """Port of the ops endpoint; 0 picks a free one."""
     projector_batch_max: int = 2000
     """Most events folded and written in one Postgres transaction."""
-    projector_batch_wait_ms: int = Field(10, ge=0, le=1000)
+    projector_batch_wait_ms: int = Field(0, ge=0, le=1000)
     """When a poll brings fewer than `projector_batch_max` events, wait this long for more
-    before folding them: fewer, larger transactions under load, at most this much added to
-    the time until an event is visible."""
+    before folding them: fewer, larger transactions, at most this much added to the time
+    until an event is visible. 0 (the default): the events that arrive while a batch is
+    written make the next one."""
     projector_group: str = ""
     """Kafka consumer group; empty means `<topic_prefix>.projector`."""
     projector_instance_id: str = ""
