@@ -124,9 +124,11 @@ class ExecutionWaiters:
         deadline = loop.time() + timeout_s
         pending = expected
         while True:
-            future = pending or loop.create_future()
             if pending is None:
+                future: asyncio.Future[str] = loop.create_future()
                 self._waiting[execution_id].add(future)
+            else:
+                future = pending
             try:
                 if pending is None:  # after registering: no wake-up can slip through
                     result = await check()
