@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from jobsprint.events import TERMINAL_STATUSES, Command, make
@@ -27,9 +27,9 @@ async def submit(
 ) -> tuple[ExecutionRequest, bool]:
     """(the accepted request, True) — or (the earlier request, False) when the idempotency
     key was already used for the same request in the last 24 h."""
-    stored, created, recording = await _submit(adapters, request, command, idempotency_key)
-    if recording is not None:
-        await recording
+    stored, created, record = await _submit(adapters, request, command, idempotency_key)
+    if record is not None:
+        await record
     return stored, created
 
 
@@ -47,10 +47,11 @@ async def submit_and_wait(
     waiters = adapters.waiters
     registered = waiters.expect(request.id)
     try:
-        stored, created, recording = await _submit(adapters, request, command, idempotency_key)
+        stored, created, record = await _submit(adapters, request, command, idempotency_key)
     except BaseException:
         waiters.forget(request.id, registered)
         raise
+    recording = asyncio.create_task(record) if record is not None else None
     expected: asyncio.Future[str] | None = registered
     if not created:  # a replay: the earlier execution may be long finished
         waiters.forget(request.id, registered)
@@ -73,9 +74,9 @@ async def _submit(
     request: ExecutionRequest,
     command: Command,
     idempotency_key: str | None,
-) -> tuple[ExecutionRequest, bool, asyncio.Task[None] | None]:
-    """`submit`'s answer, and the recording of a request without idempotency key (started
-    once its command is produced) for the caller to await."""
+) -> tuple[ExecutionRequest, bool, Coroutine[Any, Any, None] | None]:
+    """`submit`'s answer, and the recording of a request without idempotency key (its
+    command produced) for the caller to run."""
     envelope = make(
         command,
         execution_id=request.id,
@@ -86,7 +87,7 @@ async def _submit(
         # nothing to claim: produce, then record the request as produced (one statement)
         await adapters.commands.send(envelope)
         EXECUTIONS_REQUESTED.labels(request.triggered_by).inc()
-        return request, True, asyncio.create_task(_record_published(adapters, request))
+        return request, True, _record_published(adapters, request)
     stored, created = await adapters.repository.claim_request(request, idempotency_key)
     if not created:
         if not stored.same_request(request):
