@@ -124,11 +124,7 @@ class ExecutionWaiters:
         deadline = loop.time() + timeout_s
         pending = expected
         while True:
-            if pending is None:
-                future: asyncio.Future[str] = loop.create_future()
-                self._waiting[execution_id].add(future)
-            else:
-                future = pending
+            future = self.expect(execution_id) if pending is None else pending
             try:
                 if pending is None:  # after registering: no wake-up can slip through
                     result = await check()
